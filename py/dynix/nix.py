@@ -1,0 +1,219 @@
+"""Every call dynix makes to Nix goes through here.
+
+Results are parsed from Nix's `--json` output into small dataclasses. The calls work with
+Nix 2.8 and later: no `--print-out-paths`, flakes enabled per call rather than assumed in
+nix.conf.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import process
+from .errors import DynixError, NixError
+
+EXPERIMENTAL = ("--extra-experimental-features", "nix-command flakes")
+
+# Phrases with which Nix's downloader reports that it never got an answer from the server,
+# as opposed to an answer it did not like (an HTTP error, a hash mismatch).
+_UNREACHABLE = (
+    "Couldn't resolve host",
+    "Could not resolve host",
+    "Couldn't connect to server",
+    "Connection refused",
+    "Connection timed out",
+    "Timeout was reached",
+    "Network is unreachable",
+    "SSL connect error",
+)
+
+
+class Unreachable(NixError):
+    """Nix could not reach the server a source lives on."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """One installable built by `nix build --json`."""
+
+    drv_path: str
+    outputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """One store path as `nix path-info --json` describes it."""
+
+    path: str
+    nar_hash: str
+    nar_size: int
+    references: list[str] = field(default_factory=list)
+    closure_size: int | None = None
+    deriver: str | None = None
+    signatures: list[str] = field(default_factory=list)
+    ca: str | None = None
+    valid: bool = True
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """A source fetched into the store, with the hash Nix computed for it (SRI)."""
+
+    hash: str
+    store_path: str
+
+
+def _nix(
+    args: Sequence[str],
+    *,
+    store: str | None = None,
+    options: Mapping[str, str] | None = None,
+    what: str = "",
+    error: type[NixError] = NixError,
+    **kwargs: Any,
+) -> process.Result:
+    argv = ["nix", *EXPERIMENTAL]
+    if store:
+        argv += ["--store", store]
+    for key, value in (options or {}).items():
+        argv += ["--option", key, value]
+    return process.run([*argv, *args], error=error, what=what or f"nix {args[0]}", **kwargs)
+
+
+def _json(result: process.Result) -> Any:
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise DynixError(f"could not parse the JSON printed by {result.argv[0]}: {exc}") from exc
+
+
+def version() -> str:
+    """Nix's version, e.g. `2.8.0`."""
+    out = process.run(["nix", "--version"], error=NixError).stdout.strip()
+    return out.rsplit(" ", 1)[-1]
+
+
+def build(
+    installables: Sequence[str],
+    *,
+    store: str | None = None,
+    system: str | None = None,
+    extra_args: Sequence[str] = (),
+    options: Mapping[str, str] | None = None,
+) -> list[Built]:
+    """`nix build --json --no-link`; one `Built` per installable."""
+    args = ["build", "--json", "--no-link"]
+    if system:
+        args += ["--system", system]
+    args += [*extra_args, *installables]
+    data = _json(_nix(args, store=store, options=options))
+    return [Built(item.get("drvPath", ""), dict(item.get("outputs", {}))) for item in data]
+
+
+def path_info(
+    paths: Sequence[str],
+    *,
+    recursive: bool = False,
+    closure_size: bool = False,
+    store: str | None = None,
+) -> list[PathInfo]:
+    """`nix path-info --json` for store paths or installables."""
+    args = ["path-info", "--json"]
+    if recursive:
+        args.append("--recursive")
+    if closure_size:
+        args.append("--closure-size")
+    data = _json(_nix([*args, *paths], store=store))
+    return [
+        PathInfo(
+            path=item["path"],
+            nar_hash=item.get("narHash", ""),
+            nar_size=int(item.get("narSize", 0)),
+            references=list(item.get("references", [])),
+            closure_size=item.get("closureSize"),
+            deriver=item.get("deriver"),
+            signatures=list(item.get("signatures", [])),
+            ca=item.get("ca"),
+            valid=item.get("valid", True),
+        )
+        for item in data
+    ]
+
+
+def eval_json(
+    *,
+    expr: str | None = None,
+    file: str | None = None,
+    installable: str | None = None,
+    apply: str | None = None,
+    impure: bool = False,
+) -> Any:
+    """`nix eval --json` of an expression, a file, or a flake attribute."""
+    args = ["eval", "--json"]
+    if impure:
+        args.append("--impure")
+    if expr is not None:
+        args += ["--expr", expr]
+    elif file is not None:
+        args += ["--file", file]
+    elif installable is not None:
+        args.append(installable)
+    else:
+        raise ValueError("eval_json needs expr, file or installable")
+    if apply:
+        args += ["--apply", apply]
+    return _json(_nix(args))
+
+
+def _classify_download_error(exc: NixError) -> NixError:
+    if any(phrase in exc.stderr for phrase in _UNREACHABLE):
+        return Unreachable(exc.argv, exc.returncode, exc.stderr, what="source unreachable")
+    return exc
+
+
+def prefetch_file(url: str, *, name: str | None = None) -> Prefetched:
+    """Download `url` into the store as a flat file (what `fetchurl` hashes)."""
+    args = ["store", "prefetch-file", "--json"]
+    if name:
+        args += ["--name", name]
+    try:
+        result = _nix([*args, url], options={"download-attempts": "2"}, what="download")
+    except NixError as exc:
+        raise _classify_download_error(exc) from exc
+    data = _json(result)
+    return Prefetched(hash=data["hash"], store_path=data["storePath"])
+
+
+def prefetch_unpacked(url: str, *, name: str | None = None) -> Prefetched:
+    """Download and unpack an archive; its hash is that of the unpacked tree (what
+    `fetchFromGitHub` and `fetchzip` hash)."""
+    argv = ["nix-prefetch-url", "--unpack", "--print-path", "--type", "sha256"]
+    if name:
+        argv += ["--name", name]
+    try:
+        result = process.run([*argv, url], error=NixError, what="download")
+    except NixError as exc:
+        raise _classify_download_error(exc) from exc
+    lines = result.stdout.split()
+    if len(lines) != 2:
+        raise DynixError(f"unexpected output from nix-prefetch-url: {result.stdout.strip()!r}")
+    return Prefetched(hash=to_sri(lines[0]), store_path=lines[1])
+
+
+def to_sri(nix32_sha256: str) -> str:
+    """A base-32 sha256 as Nix prints it, in SRI form (`sha256-…=`)."""
+    out = _nix(["hash", "to-sri", "--type", "sha256", nix32_sha256]).stdout
+    return out.strip()
+
+
+def hash_path(path: str) -> str:
+    """The NAR hash of a file or folder, SRI (what a recursive fixed-output fetch records)."""
+    return _nix(["hash", "path", "--type", "sha256", "--sri", path]).stdout.strip()
+
+
+def parse_file(path: str) -> None:
+    """Check that a `.nix` file parses (`nix-instantiate --parse`)."""
+    process.run(["nix-instantiate", "--parse", path], error=NixError, what=f"parsing {path}")

@@ -1,0 +1,253 @@
+"""The pins file (`pkgs/pins.toml`): every upstream source that flake.lock does not cover.
+
+This module reads and edits the file with tomlkit, so comments, order and formatting survive,
+and validates it the way `pkgs/pins.nix` reads it. Fetching and hashing is Nix's job
+(`dynix.nix`); this module only knows what each pin points at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.toml_document import TOMLDocument
+
+from .errors import DynixError
+from .files import write_text_atomic
+
+UNRESOLVED = "unresolved"
+KINDS = ("pypi", "github", "url", "oci")
+REQUIRED = {
+    "pypi": ("pname", "version", "url", "hash"),
+    "github": ("owner", "repo", "rev", "hash"),
+    "url": ("url", "hash"),
+    "oci": ("image", "tag", "systems"),
+}
+_SRI = re.compile(r"^(sha256-[A-Za-z0-9+/]{43}=|sha512-[A-Za-z0-9+/]{86}==)$")
+_OCI_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REV = re.compile(r"^[0-9a-f]{40}$")
+
+
+def is_sri(value: str) -> bool:
+    return bool(_SRI.match(value))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One fixed-output download a pin stands for, and the hash recorded for it."""
+
+    pin: str
+    label: str  # "vllm", or "ngc-pytorch (aarch64-linux)"
+    url: str
+    unpack: bool
+    hash: str
+    system: str | None = None
+    digest: str | None = None  # oci only
+
+    @property
+    def resolved(self) -> bool:
+        return self.hash != UNRESOLVED
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    kind: str
+    version: str
+    data: dict[str, Any]
+    build_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def alternative_of(self) -> str | None:
+        return self.data.get("alternative-of")
+
+    def sources(self) -> list[Source]:
+        d = self.data
+        if self.kind in ("pypi", "url"):
+            return [Source(self.name, self.name, d["url"], False, d["hash"])]
+        if self.kind == "github":
+            url = f"https://github.com/{d['owner']}/{d['repo']}/archive/{d['rev']}.tar.gz"
+            return [Source(self.name, self.name, url, True, d["hash"])]
+        return [
+            Source(
+                self.name,
+                f"{self.name} ({system})",
+                f"docker://{d['image']}:{d['tag']}",
+                False,
+                entry.get("hash", UNRESOLVED),
+                system=system,
+                digest=entry.get("digest", UNRESOLVED),
+            )
+            for system, entry in d["systems"].items()
+        ]
+
+    def origin(self) -> str:
+        d = self.data
+        if self.kind == "github":
+            return f"github:{d['owner']}/{d['repo']}@{d['rev']}"
+        if self.kind == "oci":
+            return f"{d['image']}:{d['tag']}"
+        return d["url"]
+
+    def unresolved(self) -> list[str]:
+        """Which of this pin's hashes (and digests) are still unresolved."""
+        missing = []
+        for src in self.sources():
+            if src.digest == UNRESOLVED:
+                missing.append(f"digest ({src.system})")
+            if not src.resolved:
+                missing.append(f"hash ({src.system})" if src.system else "hash")
+        missing += [f"build hash {k}" for k, v in self.build_hashes.items() if v == UNRESOLVED]
+        return missing
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "origin": self.origin(),
+            "alternativeOf": self.alternative_of,
+            "sources": [
+                {"label": s.label, "url": s.url, "unpack": s.unpack, "hash": s.hash}
+                | ({"system": s.system, "digest": s.digest} if s.system else {})
+                for s in self.sources()
+            ],
+            "buildHashes": dict(self.build_hashes),
+            "unresolved": self.unresolved(),
+            "data": self.data,
+        }
+
+
+def default_path(start: Path | None = None) -> Path:
+    """`$DYNIX_PINS`, else `pkgs/pins.toml` in this folder or the nearest one above it."""
+    if env := os.environ.get("DYNIX_PINS"):
+        return Path(env)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pkgs" / "pins.toml"
+        if candidate.is_file():
+            return candidate
+    raise DynixError(
+        "no pins file found: run inside a dynix checkout, or pass --file / set DYNIX_PINS"
+    )
+
+
+class PinsFile:
+    """The parsed pins file; edits keep the document's comments and layout."""
+
+    def __init__(self, path: Path, text: str, doc: TOMLDocument) -> None:
+        self.path = path
+        self.text = text
+        self.doc = doc
+        self.pins = {name: self._validate(name) for name in doc}
+
+    @classmethod
+    def load(cls, path: str | Path) -> PinsFile:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DynixError(f"cannot read pins file {path}: {exc.strerror}") from exc
+        try:
+            doc = tomlkit.parse(text)
+        except tomlkit.exceptions.ParseError as exc:
+            message = str(exc).split(" at line ")[0]
+            raise DynixError(f"{path}:{exc.line}:{exc.col}: {message}") from exc
+        return cls(path, text, doc)
+
+    # -- validation ---------------------------------------------------------------------
+    def _line_of(self, name: str, key: str | None = None) -> int:
+        """The line of `[name]` (or of `key` inside it) in the file, for error messages."""
+        lines = self.text.splitlines()
+        header = re.compile(rf"^\s*\[\s*\"?{re.escape(name)}\"?\s*\]")
+        start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+        if start is None:
+            return 1
+        if key:
+            item = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+            for i in range(start + 1, len(lines)):
+                if lines[i].lstrip().startswith("[") and not lines[i].lstrip().startswith(
+                    f"[{name}."
+                ):
+                    break
+                if item.match(lines[i]):
+                    return i + 1
+        return start + 1
+
+    def _fail(self, name: str, key: str | None, message: str) -> DynixError:
+        return DynixError(f"{self.path}:{self._line_of(name, key)}: pin '{name}': {message}")
+
+    def _validate(self, name: str) -> Pin:
+        table = self.doc[name]
+        if not isinstance(table, dict):
+            raise self._fail(name, None, "must be a table ([name] with kind, hash, ...)")
+        data = table.unwrap() if hasattr(table, "unwrap") else dict(table)
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise self._fail(name, "kind", f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        for key in REQUIRED[kind]:
+            if key not in data:
+                raise self._fail(name, None, f"missing '{key}' (kind {kind})")
+        for key, value in data.items():
+            if key in ("systems", "build-hashes"):
+                continue
+            if not isinstance(value, str):
+                raise self._fail(name, key, f"'{key}' must be a string")
+        if kind == "github" and not _REV.match(data["rev"]):
+            raise self._fail(name, "rev", "rev must be a full 40-character commit hash")
+        if "hash" in data:
+            self._check_hash(name, "hash", data["hash"])
+        build_hashes = data.get("build-hashes", {})
+        if not isinstance(build_hashes, dict):
+            raise self._fail(name, "build-hashes", "build-hashes must be a table")
+        for key, value in build_hashes.items():
+            self._check_hash(name, key, value)
+        if kind == "oci":
+            systems = data["systems"]
+            if not isinstance(systems, dict) or not systems:
+                raise self._fail(name, None, "systems must be a table of per-system images")
+            for system, entry in systems.items():
+                for key in ("arch", "digest", "hash"):
+                    if not isinstance(entry, dict) or not isinstance(entry.get(key), str):
+                        raise self._fail(name, None, f"systems.{system} needs a string '{key}'")
+                if entry["digest"] != UNRESOLVED and not _OCI_DIGEST.match(entry["digest"]):
+                    raise self._fail(name, "digest", f"bad digest for {system}: {entry['digest']}")
+                self._check_hash(name, "hash", entry["hash"])
+        alt = data.get("alternative-of")
+        if alt is not None and alt not in self.doc:
+            raise self._fail(name, "alternative-of", f"alternative-of names no pin: {alt!r}")
+        version = data.get("version") or data.get("tag", "")
+        return Pin(name, kind, version, data, dict(build_hashes))
+
+    def _check_hash(self, name: str, key: str, value: object) -> None:
+        if value != UNRESOLVED and not (isinstance(value, str) and is_sri(value)):
+            raise self._fail(
+                name, key, f"'{key}' must be an SRI hash (sha256-...=) or \"{UNRESOLVED}\""
+            )
+
+    # -- selection ----------------------------------------------------------------------
+    def select(self, names: Iterable[str]) -> list[Pin]:
+        names = list(names)
+        unknown = [n for n in names if n not in self.pins]
+        if unknown:
+            known = ", ".join(self.pins)
+            raise DynixError(f"no pin named {', '.join(unknown)} (pins: {known})")
+        return [self.pins[n] for n in names] if names else list(self.pins.values())
+
+    # -- editing ------------------------------------------------------------------------
+    def table(self, name: str) -> Any:
+        return self.doc[name]
+
+    def save(self) -> None:
+        """Re-validate the edited document and replace the file in one rename."""
+        text = tomlkit.dumps(self.doc)
+        PinsFile(self.path, text, tomlkit.parse(text))  # never write what we could not read
+        write_text_atomic(self.path, text)
+        self.text = text
+        self.pins = {name: self._validate(name) for name in self.doc}
