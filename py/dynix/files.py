@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +42,6 @@ def atomic_path(target: str | Path, *, suffix: str = "") -> Iterator[Path]:
 
 
 def _remove(path: Path) -> None:
-    import shutil
-
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -51,7 +50,7 @@ def _remove(path: Path) -> None:
 
 
 def write_text_atomic(target: str | Path, text: str, *, mode: int | None = None) -> None:
-    """Replace `target` with `text` in one rename, keeping its permissions unless `mode` is given."""
+    """Replace `target` with `text` in one rename; keeps its permissions unless `mode` is set."""
     target = Path(target)
     if mode is None:
         try:

@@ -81,7 +81,9 @@ def _check_image(source: Source) -> Check:
     except (CommandError, DynixError) as exc:
         return Check(source, MISSING, detail=str(exc))
     status = OK if got == source.digest else MISMATCH
-    return Check(source, status, got=got, detail="tag now points elsewhere" if status == MISMATCH else "")
+    return Check(
+        source, status, got=got, detail="tag now points elsewhere" if status == MISMATCH else ""
+    )
 
 
 def _arch(source: Source) -> str:
@@ -125,7 +127,9 @@ def lock(pins: PinsFile, names: list[str]) -> tuple[list[LockChange], list[Check
     return changes, problems
 
 
-def _lock_image(name: str, source: Source, pins: PinsFile) -> tuple[LockChange | None, Check | None]:
+def _lock_image(
+    name: str, source: Source, pins: PinsFile
+) -> tuple[LockChange | None, Check | None]:
     if source.digest != UNRESOLVED:
         return None, None  # pinned by digest: moving it is `set --tag`'s job
     try:
@@ -196,7 +200,7 @@ def set_pin(
     if hash is not None:
         _require_sri(hash)
         if pin.kind == "oci":
-            if system not in table["systems"]:
+            if system is None or system not in table["systems"]:
                 raise DynixError(
                     f"pin '{name}' is an image: name the system with --system "
                     f"({', '.join(table['systems'])})"

@@ -31,7 +31,9 @@ def _skopeo(args: Sequence[str], *, what: str) -> process.Result:
         return process.run(["skopeo", *args], error=SkopeoError, what=what)
     except SkopeoError as exc:
         if any(phrase in exc.stderr for phrase in _UNREACHABLE):
-            raise RegistryUnreachable(exc.argv, exc.returncode, exc.stderr, what="registry unreachable") from exc
+            raise RegistryUnreachable(
+                exc.argv, exc.returncode, exc.stderr, what="registry unreachable"
+            ) from exc
         raise
 
 

@@ -172,6 +172,8 @@ def set_(
         pin = pf.pins[name]
         click.echo(f"{name}: set {', '.join(changed)}")
         if pin.unresolved():
-            log.info(f"{name}: unresolved: {', '.join(pin.unresolved())}; run `dynix pins lock {name}`")
+            log.info(
+                f"{name}: unresolved: {', '.join(pin.unresolved())}; run `dynix pins lock {name}`"
+            )
     else:
         log.info(f"{name}: already so; nothing changed")

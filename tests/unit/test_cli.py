@@ -1,0 +1,66 @@
+"""The command tree as users meet it: help everywhere, version, and one-line errors."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from dynix.cli import group
+
+
+def walk(command: click.Command, path: tuple[str, ...] = ()):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from walk(sub, (*path, name))
+
+
+ALL = list(walk(group))
+
+
+@pytest.mark.parametrize("path,command", ALL, ids=[" ".join(p) or "dynix" for p, _ in ALL])
+def test_every_command_has_help_text(path, command):
+    assert (command.help or "").strip(), f"dynix {' '.join(path)} has no help text"
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.hidden:
+            assert param.help, f"dynix {' '.join(path)} {param.opts[0]} has no help"
+
+
+def test_help_runs_for_every_command(dynix):
+    for path, _ in ALL:
+        proc = dynix(*path, "--help")
+        assert proc.returncode == 0, (path, proc.stderr)
+        assert "Usage: dynix" in proc.stdout
+
+
+def test_version(dynix):
+    proc = dynix("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("dynix, version ")
+
+
+def test_commands_returning_data_offer_json():
+    data_commands = {("pins", "show"), ("pins", "verify"), ("pins", "lock")}
+    for path, command in ALL:
+        if path in data_commands:
+            assert any("--json" in p.opts for p in command.params), path
+
+
+def test_usage_error_exits_2(dynix):
+    proc = dynix("pins", "show", "--no-such-flag")
+    assert proc.returncode == 2
+    assert "No such option" in proc.stderr
+
+
+def test_error_is_one_line_without_traceback(dynix, tmp_path):
+    proc = dynix("pins", "--file", tmp_path / "missing.toml", "show")
+    line = proc.stderr.strip()
+    assert proc.returncode == 1
+    assert line.startswith("Error: cannot read pins file")
+    assert "\n" not in line
+
+
+def test_debug_shows_the_traceback(dynix, tmp_path):
+    proc = dynix("--debug", "pins", "--file", tmp_path / "missing.toml", "show")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr
