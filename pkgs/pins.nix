@@ -56,7 +56,8 @@ let
     let
       owner = required name entry "owner";
       repo = required name entry "repo";
-      rev = required name entry "rev";
+      # A commit, or a tag where no commit is recorded (the archive of a tag is the same tree).
+      rev = entry.rev or entry.tag or (throw "pins.toml: pin '${name}' (kind github) has no 'rev' or 'tag'");
       hash = sourceHash name (required name entry "hash");
     in
     {

@@ -178,7 +178,13 @@ def set_pin(
         if pin.kind not in ("github", "oci"):
             raise DynixError(f"pin '{name}' is a {pin.kind} pin; --tag is for github and oci pins")
         moved["tag"] = tag
-    if pin.kind == "github" and ("version" in moved or "tag" in moved) and rev is None:
+    tag_only = pin.kind == "github" and "rev" not in pin.data
+    if (
+        pin.kind == "github"
+        and ("version" in moved or "tag" in moved)
+        and rev is None
+        and not tag_only
+    ):
         raise DynixError(f"pin '{name}' is a github pin: give the commit with --rev as well")
 
     changed: list[str] = []

@@ -25,7 +25,7 @@ UNRESOLVED = "unresolved"
 KINDS = ("pypi", "github", "url", "oci")
 REQUIRED = {
     "pypi": ("pname", "version", "url", "hash"),
-    "github": ("owner", "repo", "rev", "hash"),
+    "github": ("owner", "repo", "hash"),  # and a rev, or a tag
     "url": ("url", "hash"),
     "oci": ("image", "tag", "systems"),
 }
@@ -67,12 +67,17 @@ class Pin:
     def alternative_of(self) -> str | None:
         return self.data.get("alternative-of")
 
+    @property
+    def ref(self) -> str:
+        """What a github pin fetches: its commit, or its tag where no commit is recorded."""
+        return self.data.get("rev") or self.data["tag"]
+
     def sources(self) -> list[Source]:
         d = self.data
         if self.kind in ("pypi", "url"):
             return [Source(self.name, self.name, d["url"], False, d["hash"])]
         if self.kind == "github":
-            url = f"https://github.com/{d['owner']}/{d['repo']}/archive/{d['rev']}.tar.gz"
+            url = f"https://github.com/{d['owner']}/{d['repo']}/archive/{self.ref}.tar.gz"
             return [Source(self.name, self.name, url, True, d["hash"])]
         return [
             Source(
@@ -90,7 +95,7 @@ class Pin:
     def origin(self) -> str:
         d = self.data
         if self.kind == "github":
-            return f"github:{d['owner']}/{d['repo']}@{d['rev']}"
+            return f"github:{d['owner']}/{d['repo']}@{self.ref}"
         if self.kind == "oci":
             return f"{d['image']}:{d['tag']}"
         return d["url"]
@@ -125,12 +130,18 @@ class Pin:
 
 
 def default_path(start: Path | None = None) -> Path:
-    """`$DYNIX_PINS`, else `pkgs/pins.toml` in this folder or the nearest one above it."""
+    """`$DYNIX_PINS`; else `pkgs/pins.toml` in this folder or the nearest one above it (a
+    checkout); else the copy dynix was built with (`$DYNIX_DATA_DIR/pins.toml`, set by the Nix
+    package)."""
     if env := os.environ.get("DYNIX_PINS"):
         return Path(env)
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / "pkgs" / "pins.toml"
+        if candidate.is_file():
+            return candidate
+    if data := os.environ.get("DYNIX_DATA_DIR"):
+        candidate = Path(data) / "pins.toml"
         if candidate.is_file():
             return candidate
     raise DynixError(
@@ -199,8 +210,11 @@ class PinsFile:
                 continue
             if not isinstance(value, str):
                 raise self._fail(name, key, f"'{key}' must be a string")
-        if kind == "github" and not _REV.match(data["rev"]):
-            raise self._fail(name, "rev", "rev must be a full 40-character commit hash")
+        if kind == "github":
+            if "rev" not in data and "tag" not in data:
+                raise self._fail(name, None, "missing 'rev' (or 'tag') (kind github)")
+            if "rev" in data and not _REV.match(data["rev"]):
+                raise self._fail(name, "rev", "rev must be a full 40-character commit hash")
         if "hash" in data:
             self._check_hash(name, "hash", data["hash"])
         build_hashes = data.get("build-hashes", {})

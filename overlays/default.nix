@@ -1,0 +1,102 @@
+# Adds dynix's packages to nixpkgs under one attribute, `dynix-stack` (a scope: override any
+# member with `dynix-stack.overrideScope`).
+#
+# CUDA and unfree licences stay inside this scope: `pkgsCuda` is nixpkgs instantiated once more
+# with CUDA enabled and only NVIDIA's CUDA redistributables allowed as unfree; the GPU parts
+# (PyTorch, vLLM, NIXL, UCX) come from it, everything else from the nixpkgs this overlay is
+# applied to, whatever its own config says.
+{
+  stack ? import ../pkgs/stack.nix { },
+}:
+final: prev:
+let
+  inherit (final) lib;
+  system = final.stdenv.hostPlatform.system;
+in
+{
+  dynix-stack = lib.makeScope final.newScope (self: {
+    inherit stack;
+    platform = stack.platforms.${system} or (throw "dynix supports ${toString stack.systems}, not ${system}");
+
+    # Every pinned source, described for this system (see pkgs/pins.nix).
+    pins = stack.pins.forSystem system;
+
+    # The source of a pin, fetched with the nixpkgs fetcher its kind calls for.
+    fetchPin =
+      name:
+      let
+        pin = self.pins.${name} or (throw "no pin named '${name}' in pkgs/pins.toml");
+        fetchers = {
+          fetchurl = final.fetchurl;
+          fetchFromGitHub = final.fetchFromGitHub;
+          "dockerTools.pullImage" = final.dockerTools.pullImage;
+        };
+      in
+      fetchers.${pin.fetcher} pin.args;
+
+    # The patch series of a package (patches/<pkg>/series), pins fetched.
+    patchesFor = stack.patches.resolve self.fetchPin;
+
+    cudaCapabilities = final.config.cudaCapabilities or stack.cuda.capabilities;
+
+    pkgsCuda = import final.path {
+      inherit system;
+      overlays = [ ];
+      config = {
+        cudaSupport = true;
+        inherit (self) cudaCapabilities;
+        allowUnfreePredicate = self.isCudaRedistributable;
+      };
+    };
+
+    # NVIDIA's CUDA, cuDNN, NCCL, ... are unfree; nothing else is allowed to be.
+    isCudaRedistributable =
+      pkg:
+      let
+        licenses = lib.toList (pkg.meta.license or [ ]);
+        nvidia = [
+          "CUDA EULA"
+          "cuDNN EULA"
+          "cuSPARSELt EULA"
+          "cuTENSOR EULA"
+          "NVidia OptiX EULA"
+          "NVIDIA DLC License"
+        ];
+      in
+      licenses != [ ] && lib.all (l: (l.free or false) || lib.elem (l.shortName or "") nvidia) licenses;
+
+    # One Python for the whole stack: the CUDA package set, with our packages added to it.
+    python3 = self.pkgsCuda.python312.override {
+      self = self.python3;
+      packageOverrides = pyFinal: _pyPrev: {
+        nixl = pyFinal.callPackage ../pkgs/nixl/package.nix {
+          inherit (self) fetchPin patchesFor platform;
+          inherit (self.pkgsCuda) cudaPackages ucx abseil-cpp;
+        };
+        ai-dynamo-runtime = pyFinal.callPackage ../pkgs/dynamo-runtime/python.nix {
+          inherit (self) fetchPin pins dynamo-runtime;
+        };
+        ai-dynamo = pyFinal.callPackage ../pkgs/ai-dynamo/package.nix {
+          inherit (self) fetchPin patchesFor pins dynamo-runtime;
+        };
+        vllm = pyFinal.callPackage ../pkgs/vllm/package.nix {
+          inherit (self) fetchPin patchesFor pins cudaCapabilities;
+          inherit (self.pkgsCuda) cudaPackages;
+        };
+      };
+    };
+
+    nats-server = self.callPackage ../pkgs/nats-server/package.nix { };
+    etcd = self.callPackage ../pkgs/etcd/package.nix { };
+    dynamo-runtime = self.callPackage ../pkgs/dynamo-runtime/package.nix { };
+    nixl = self.python3.pkgs.nixl;
+    ai-dynamo-runtime = self.python3.pkgs.ai-dynamo-runtime;
+    ai-dynamo = self.python3.pkgs.ai-dynamo;
+    vllm = self.python3.pkgs.vllm;
+    ngc-pytorch = self.callPackage ../pkgs/ngc-pytorch/package.nix {
+      inherit (self.pkgsCuda) dockerTools;
+    };
+    dynix = self.callPackage ../pkgs/dynix/package.nix { };
+    dynamo-arm = self.callPackage ../pkgs/dynamo-arm/package.nix { };
+  });
+}

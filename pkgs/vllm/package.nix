@@ -1,0 +1,234 @@
+# vLLM 0.8.4 with Dynamo's KV-disaggregation patch and our fixes (patches/vllm/series), built
+# with CUDA against the PyTorch of the pinned nixpkgs: the hand procedure's "compile vLLM against
+# the PyTorch container", made reproducible.
+{
+  lib,
+  buildPythonPackage,
+  callPackage,
+  fetchPin,
+  patchesFor,
+  pins,
+  cudaPackages,
+  cudaCapabilities,
+  symlinkJoin,
+  autoAddDriverRunpath,
+  # build
+  cmake,
+  ninja,
+  jinja2,
+  packaging,
+  setuptools,
+  setuptools-scm,
+  wheel,
+  # run
+  aiohttp,
+  blake3,
+  cachetools,
+  cloudpickle,
+  compressed-tensors,
+  depyf,
+  einops,
+  fastapi,
+  filelock,
+  gguf,
+  huggingface-hub,
+  importlib-metadata,
+  lark,
+  llguidance,
+  lm-format-enforcer,
+  mistral-common,
+  msgspec,
+  numba,
+  numpy,
+  nvidia-ml-py,
+  openai,
+  opencv-python-headless,
+  opentelemetry-api,
+  opentelemetry-exporter-otlp,
+  opentelemetry-sdk,
+  outlines,
+  partial-json-parser,
+  pillow,
+  prometheus-client,
+  prometheus-fastapi-instrumentator,
+  protobuf,
+  psutil,
+  py-cpuinfo,
+  pydantic,
+  python-json-logger,
+  pyyaml,
+  pyzmq,
+  ray,
+  requests,
+  scipy,
+  sentencepiece,
+  six,
+  tiktoken,
+  tokenizers,
+  torch,
+  torchaudio,
+  torchvision,
+  tqdm,
+  transformers,
+  typing-extensions,
+  uvicorn,
+  watchfiles,
+  xformers,
+  xgrammar,
+}:
+let
+  sources = callPackage ./sources.nix { inherit fetchPin; };
+
+  # vLLM's CMake wants one CUDA root with nvcc and the libraries it links.
+  cudaRoot = symlinkJoin {
+    name = "cuda-root-${cudaPackages.cudaMajorMinorVersion}";
+    paths = lib.concatMap (p: [
+      (lib.getBin p)
+      (lib.getLib p)
+      (lib.getDev p)
+    ]) (with cudaPackages; [
+      cuda_nvcc
+      cuda_cudart
+      cuda_cccl
+      cuda_nvrtc
+      cuda_nvtx
+      libcublas
+      libcurand
+      libcusolver
+      libcusparse
+    ]);
+  };
+in
+# Built with the compiler PyTorch was built with (CUDA needs a matching host compiler).
+(buildPythonPackage.override { stdenv = torch.stdenv; }) {
+  pname = "vllm";
+  inherit (pins.vllm) version;
+  pyproject = true;
+
+  src = fetchPin "vllm";
+  # Dynamo's patch (pinned) first, then ours: numba pins dropped, torch pins dropped (what
+  # use_existing_torch.py does), platform detection looking up the `vllm` distribution.
+  patches = patchesFor "vllm";
+
+  build-system = [
+    cmake
+    jinja2
+    ninja
+    packaging
+    setuptools
+    setuptools-scm
+    torch
+    wheel
+  ];
+  nativeBuildInputs = [
+    cudaPackages.cuda_nvcc
+    autoAddDriverRunpath
+  ];
+  buildInputs = with cudaPackages; [
+    cuda_cudart
+    cuda_cccl
+    libcublas
+    libcusolver
+    libcusparse
+    nccl
+    cudnn
+  ];
+  dontUseCmakeConfigure = true;
+
+  env = {
+    VLLM_TARGET_DEVICE = "cuda";
+    CUDA_HOME = "${cudaRoot}";
+    TORCH_CUDA_ARCH_LIST = lib.concatStringsSep ";" cudaCapabilities;
+    # Nothing is cloned at build time: CMake takes these trees.
+    VLLM_CUTLASS_SRC_DIR = "${sources.cutlass}";
+    VLLM_FLASH_ATTN_SRC_DIR = "${sources.flash-attn}";
+    FLASH_MLA_SRC_DIR = "${sources.flashmla}";
+  };
+  preConfigure = ''
+    export MAX_JOBS="$NIX_BUILD_CORES"
+  '';
+
+  dependencies = [
+    aiohttp
+    blake3
+    cachetools
+    cloudpickle
+    compressed-tensors
+    depyf
+    einops
+    fastapi
+    filelock
+    gguf
+    huggingface-hub
+    importlib-metadata
+    lark
+    llguidance
+    lm-format-enforcer
+    mistral-common
+    msgspec
+    numba
+    numpy
+    nvidia-ml-py
+    openai
+    opencv-python-headless
+    opentelemetry-api
+    opentelemetry-exporter-otlp
+    opentelemetry-sdk
+    outlines
+    partial-json-parser
+    pillow
+    prometheus-client
+    prometheus-fastapi-instrumentator
+    protobuf
+    psutil
+    py-cpuinfo
+    pydantic
+    python-json-logger
+    pyyaml
+    pyzmq
+    ray
+    requests
+    scipy
+    sentencepiece
+    six
+    tiktoken
+    tokenizers
+    torch
+    torchaudio
+    torchvision
+    tqdm
+    transformers
+    typing-extensions
+    uvicorn
+    watchfiles
+    xformers
+    xgrammar
+  ];
+  # vLLM pins exact releases (outlines==0.1.11, xgrammar==0.1.18, …); the pinned nixpkgs has
+  # neighbours of them.
+  pythonRelaxDeps = true;
+  # Not packaged in nixpkgs; only used for OpenTelemetry's LLM span names.
+  pythonRemoveDeps = [ "opentelemetry-semantic-conventions-ai" ];
+
+  makeWrapperArgs = [ "--set-default VLLM_NCCL_SO_PATH ${lib.getLib cudaPackages.nccl}/lib/libnccl.so" ];
+
+  # Importing vllm probes the GPU through NVML, which the build sandbox does not have.
+  pythonImportsCheck = [ ];
+  # The test suite needs GPUs and model downloads.
+  doCheck = false;
+
+  passthru = {
+    inherit sources cudaCapabilities;
+    cudaVersion = cudaPackages.cudaMajorMinorVersion;
+  };
+
+  meta = {
+    description = "vLLM ${pins.vllm.version} with NVIDIA Dynamo's KV-cache disaggregation patch";
+    homepage = "https://github.com/vllm-project/vllm";
+    license = lib.licenses.asl20;
+    platforms = [
+      "aarch64-linux"
+      "x86_64-linux"
+    ];
+  };
+}

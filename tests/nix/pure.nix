@@ -1,0 +1,134 @@
+# The parts of the flake that need no nixpkgs, checked with plain Nix: `nix flake check` runs them
+# (checks.<system>.pure) and so do the Python tests (tests/integration/test_flake.py).
+# Evaluates to { count; failures; } where failures lists { name; expected; got; }.
+{
+  stack ? import ../../pkgs/stack.nix { },
+}:
+let
+  pinsFor = stack.pins.forSystem;
+  names = pkg: map (e: if e ? pin then "pin:${e.pin}" else e.name) (stack.patches.series pkg);
+  project = (builtins.fromTOML (builtins.readFile ../../pyproject.toml)).project;
+
+  tests = {
+    systems = {
+      expr = stack.systems;
+      expected = [
+        "aarch64-linux"
+        "x86_64-linux"
+      ];
+    };
+    platforms = {
+      expr = builtins.mapAttrs (_: p: [
+        p.ociArch
+        p.cudaTarget
+      ]) stack.platforms;
+      expected = {
+        aarch64-linux = [
+          "arm64"
+          "sbsa-linux"
+        ];
+        x86_64-linux = [
+          "amd64"
+          "x86_64-linux"
+        ];
+      };
+    };
+    versions = {
+      expr = stack.versions;
+      expected = {
+        dynix = project.version;
+        vllm = "0.8.4";
+        dynamo = "0.2.0";
+        nixl = "0.2.0";
+        nats-server = "2.10.24";
+        etcd = "3.5.18";
+        ngc-pytorch = "25.03-py3";
+      };
+    };
+    cuda = {
+      expr = stack.cuda;
+      expected = {
+        version = "12.8";
+        capabilities = [
+          "9.0"
+          "10.0"
+        ];
+      };
+    };
+    # Sources are the same for both systems, but for the image.
+    sourcesPerSystem = {
+      expr =
+        let
+          urls = system: builtins.mapAttrs (_: p: p.fetch.url) (removeAttrs (pinsFor system) [ "ngc-pytorch" ]);
+        in
+        urls "aarch64-linux" == urls "x86_64-linux";
+      expected = true;
+    };
+    vllmSource = {
+      expr = (pinsFor "aarch64-linux").vllm.args;
+      expected = {
+        url = "https://files.pythonhosted.org/packages/e6/d6/9d412cdaa92c3ab6250cef51217d37395b2aa372c6c14f90b1668adbbf63/vllm-0.8.4.tar.gz";
+        hash = "sha256-UisT3RbGx3PewMtMQupZFiPQPvlNFtuBKOziYAAX5qw=";
+      };
+    };
+    dynamoSource = {
+      expr = (pinsFor "x86_64-linux").dynamo.args;
+      expected = {
+        owner = "ai-dynamo";
+        repo = "dynamo";
+        rev = "ca728f6e6b8d526a5d7773a9fc09d9320cee9d37";
+        hash = "sha256-3CxtBPpXDchnlFRqOo9ltzdWew+vt02Qd+byNm5sBf8=";
+      };
+    };
+    imageArch = {
+      expr = builtins.mapAttrs (_: s: s.arch) stack.pins.pins.ngc-pytorch.systems;
+      expected = {
+        aarch64-linux = "arm64";
+        x86_64-linux = "amd64";
+      };
+    };
+    vllmSeries = {
+      expr = names "vllm";
+      expected = [
+        "pin:dynamo-vllm-patch"
+        "0001-requirements-cuda-unpin-numba"
+        "0002-use-existing-torch"
+        "0003-platforms-look-up-vllm-distribution"
+      ];
+    };
+    dynamoSeries = {
+      expr = names "dynamo";
+      expected = [ "0001-pyproject-unpin-pytest" ];
+    };
+    seriesPinsExist = {
+      expr = builtins.all (e: !(e ? pin) || stack.pins.pins ? ${e.pin}) (
+        builtins.concatMap stack.patches.series [
+          "vllm"
+          "dynamo"
+          "nixl"
+        ]
+      );
+      expected = true;
+    };
+  };
+
+  failures = builtins.filter (t: t != null) (
+    builtins.attrValues (
+      builtins.mapAttrs (
+        name: t:
+        if t.expr == t.expected then
+          null
+        else
+          {
+            inherit name;
+            inherit (t) expected;
+            got = t.expr;
+          }
+      ) tests
+    )
+  );
+in
+{
+  count = builtins.length (builtins.attrNames tests);
+  inherit failures;
+}
