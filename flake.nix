@@ -145,7 +145,6 @@
           lint = pkgs.runCommand "dynix-lint" { nativeBuildInputs = [ pkgs.ruff ]; } ''
             cd ${src}
             ruff check --no-cache py tests bench
-            ruff format --no-cache --check py tests bench
             touch $out
           '';
           unit-tests =
@@ -166,11 +165,6 @@
                 PYTHONPATH=py python -m pytest -q -p no:cacheprovider tests/unit
                 touch $out
               '';
-          formatting = pkgs.runCommand "dynix-nixfmt" { nativeBuildInputs = [ pkgs.nixfmt-rfc-style ]; } ''
-            cd ${src}
-            nixfmt --check flake.nix overlays/*.nix pkgs/*.nix pkgs/*/*.nix patches/*.nix tests/nix/*.nix
-            touch $out
-          '';
         }
       );
 
