@@ -37,7 +37,12 @@ in
     # The patch series of a package (patches/<pkg>/series), pins fetched.
     patchesFor = stack.patches.resolve self.fetchPin;
 
-    cudaCapabilities = final.config.cudaCapabilities or stack.cuda.capabilities;
+    # nixpkgs' own setting when the user made one (newer nixpkgs declares it with default [ ]).
+    cudaCapabilities =
+      let
+        configured = final.config.cudaCapabilities or [ ];
+      in
+      if configured != [ ] then configured else stack.cuda.capabilities;
 
     pkgsCuda = import final.path {
       inherit system;
@@ -75,6 +80,7 @@ in
         };
         ai-dynamo-runtime = pyFinal.callPackage ../pkgs/dynamo-runtime/python.nix {
           inherit (self) fetchPin pins dynamo-runtime;
+          inherit (final.buildPackages) protobuf;
         };
         ai-dynamo = pyFinal.callPackage ../pkgs/ai-dynamo/package.nix {
           inherit (self) fetchPin patchesFor pins dynamo-runtime;

@@ -89,7 +89,8 @@ let
       args = {
         imageName = required name entry "image";
         imageDigest = digest;
-        inherit hash;
+        # `sha256` (an SRI string is fine there): older pullImage versions take no `hash`.
+        sha256 = hash;
         finalImageName = entry.image;
         finalImageTag = required name entry "tag";
         os = "linux";

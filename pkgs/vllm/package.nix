@@ -78,10 +78,11 @@
 }:
 let
   sources = callPackage ./sources.nix { inherit fetchPin; };
+  cudaVersion = cudaPackages.cudaMajorMinorVersion or cudaPackages.cudaVersion;
 
   # vLLM's CMake wants one CUDA root with nvcc and the libraries it links.
   cudaRoot = symlinkJoin {
-    name = "cuda-root-${cudaPackages.cudaMajorMinorVersion}";
+    name = "cuda-root-${cudaVersion}";
     paths = lib.concatMap (p: [
       (lib.getBin p)
       (lib.getLib p)
@@ -99,11 +100,12 @@ let
     ]);
   };
 in
-# Built with the compiler PyTorch was built with (CUDA needs a matching host compiler).
-(buildPythonPackage.override { stdenv = torch.stdenv; }) {
+buildPythonPackage {
   pname = "vllm";
   inherit (pins.vllm) version;
   pyproject = true;
+  # Built with the compiler PyTorch was built with (CUDA needs a matching host compiler).
+  stdenv = torch.stdenv;
 
   src = fetchPin "vllm";
   # Dynamo's patch (pinned) first, then ours: numba pins dropped, torch pins dropped (what
@@ -219,7 +221,7 @@ in
 
   passthru = {
     inherit sources cudaCapabilities;
-    cudaVersion = cudaPackages.cudaMajorMinorVersion;
+    inherit cudaVersion;
   };
 
   meta = {

@@ -96,7 +96,7 @@ def test_image_pin_is_per_system(tmp_path, system, arch):
     assert args == {
         "imageName": "nvcr.io/nvidia/pytorch",
         "imageDigest": digest,
-        "hash": FAKE,
+        "sha256": FAKE,
         "finalImageName": "nvcr.io/nvidia/pytorch",
         "finalImageTag": "25.03-py3",
         "os": "linux",
