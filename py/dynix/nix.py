@@ -214,6 +214,11 @@ def hash_path(path: str) -> str:
     return _nix(["hash", "path", "--type", "sha256", "--sri", path]).stdout.strip()
 
 
+def hash_file(path: str) -> str:
+    """The sha256 of a flat file, SRI (what `fetchurl` and `nix store prefetch-file` record)."""
+    return _nix(["hash", "file", "--type", "sha256", "--sri", path]).stdout.strip()
+
+
 def parse_file(path: str) -> None:
     """Check that a `.nix` file parses (`nix-instantiate --parse`)."""
     process.run(["nix-instantiate", "--parse", path], error=NixError, what=f"parsing {path}")
