@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PINS = REPO / "pkgs" / "pins.toml"
+PATCHES = REPO / "patches"
 
 # Nix as the tests use it: flakes on, no binary cache or registry to reach, aarch64 through
 # emulation where binfmt is set up.
@@ -34,6 +38,7 @@ def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "py"), env.get("PYTHONPATH")]))
     env["NIX_CONFIG"] = NIX_CONFIG
     env.pop("DYNIX_PINS", None)
+    env.pop("DYNIX_PATCHES", None)
     env.update(extra or {})
     return env
 
@@ -87,3 +92,37 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     assert len(errors) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     return errors[0]
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file and symlink under `root`: relative path -> (sha256 or link target, mode)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            found[rel] = ("-> " + os.readlink(path), 0)
+        elif path.is_file():
+            found[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
+    return found
+
+
+@pytest.fixture(scope="session")
+def vllm_sdist(tmp_path_factory) -> Path:
+    """The vLLM sdist of pins.toml, downloaded once per session with Nix, checked against its
+    pinned hash and unpacked. Returns the source tree: copy it before changing anything."""
+    import tomlkit
+
+    pin = tomlkit.parse(PINS.read_text())["vllm"]
+    proc = nix("store", "prefetch-file", "--json", str(pin["url"]), check=False, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"could not download the vLLM sdist: {proc.stderr.strip()}")
+    fetched = json.loads(proc.stdout)
+    assert fetched["hash"] == pin["hash"], "the vLLM sdist does not match its pinned hash"
+    dest = tmp_path_factory.mktemp("vllm-sdist")
+    with tarfile.open(fetched["storePath"]) as archive:
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(dest, filter="data")
+        else:  # Python before 3.10.12
+            archive.extractall(dest)
+    [tree] = dest.iterdir()
+    return tree

@@ -9,6 +9,8 @@ reverse-applying them on a scratch copy.
 
 from __future__ import annotations
 
+import filecmp
+import os
 import re
 import shutil
 import tempfile
@@ -208,6 +210,8 @@ def failures(output: str) -> list[tuple[str | None, str]]:
         elif m := re.match(r"The next patch would (create|delete) the file (.+?),?$", line):
             what = "already exists" if m.group(1) == "create" else "does not exist"
             found.append((m.group(2), what))
+        elif m := re.match(r"File (.+) is not a regular file", line):
+            found.append((m.group(1), "not a regular file"))
         elif line.startswith("can't find file to patch"):
             missing = ""
         elif missing is not None and line.startswith(("|--- ", "|+++ ")):
@@ -238,9 +242,12 @@ def _copy_files(source: Path, paths: Sequence[str], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for path in paths:
         src = source / path
-        if src.is_dir():
+        if src.is_dir() and not src.is_symlink():
             raise DynixError(f"{src} is a folder, but a patch of the series changes it as a file")
-        if src.is_file():
+        if src.is_symlink():  # GNU patch refuses symlinks: let the scratch copy show it
+            (dest / path).parent.mkdir(parents=True, exist_ok=True)
+            (dest / path).symlink_to(os.readlink(src))
+        elif src.is_file():
             (dest / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / path)
 
@@ -302,7 +309,7 @@ def apply(tree: Path, planned: Plan) -> None:
     with tempfile.TemporaryDirectory(prefix="dynix-patch-backup-") as tmp:
         backup = Path(tmp)
         _copy_files(tree, planned.files, backup)
-        existed = {p for p in planned.files if (backup / p).is_file()}
+        existed = {p for p in planned.files if (backup / p).is_symlink() or (backup / p).is_file()}
         new_dirs = _absent_dirs(tree, planned.files)
         try:
             for patch in planned.missing:
@@ -328,9 +335,12 @@ def _restore(
     tree: Path, backup: Path, paths: Sequence[str], existed: set[str], new_dirs: list[Path]
 ) -> None:
     for path in paths:
-        target = tree / path
+        target, saved = tree / path, backup / path
+        if saved.is_symlink():  # GNU patch does not change symlinks
+            continue
         if path in existed:
-            shutil.copy2(backup / path, target)
+            if not (target.is_file() and filecmp.cmp(saved, target, shallow=False)):
+                shutil.copy2(saved, target)
         elif target.is_file() or target.is_symlink():
             target.unlink()
     for folder in new_dirs:
