@@ -89,7 +89,13 @@ def resolve_pin(entry: Entry, pin: Pin, local: Path | None) -> Patch:
         file, origin, got = local, str(local), nix.hash_file(str(local))
     else:
         log.info(f"fetching pin {pin.name} ...")
-        fetched = nix.prefetch_file(source.url)
+        try:
+            fetched = nix.prefetch_file(source.url)
+        except nix.Unreachable as exc:
+            raise DynixError(
+                f"cannot fetch pin {pin.name} from {source.url} ({exc.tail or 'unreachable'}); "
+                f"give the file with --upstream-patch {pin.name}=FILE"
+            ) from exc
         file, origin, got = Path(fetched.store_path), source.url, fetched.hash
     if got != source.hash:
         raise DynixError(

@@ -248,6 +248,16 @@ def test_a_fetched_pin_with_the_wrong_hash_is_refused(dynix, small):
     assert tree_digest(tree) == before
 
 
+def test_an_unreachable_pin_suggests_giving_the_file(dynix, small):
+    tree, env, pins, upstream = small
+    pins.write_text(pins.read_text().replace(f"file://{upstream}", "http://127.0.0.1:9/fix.patch"))
+    error = one_line_error(dynix("patch", "vllm", tree, env=env))
+    assert error.startswith(
+        "Error: cannot fetch pin upstream-fix from http://127.0.0.1:9/fix.patch"
+    )
+    assert error.endswith("give the file with --upstream-patch upstream-fix=FILE")
+
+
 def test_a_pin_without_a_hash_is_refused(dynix, small):
     tree, env, pins, upstream = small
     pins.write_text(pins.read_text().replace(sri(upstream), "unresolved"))
