@@ -36,15 +36,19 @@ class Entry:
 
 
 def default_dir(start: Path | None = None) -> Path:
-    """`$DYNIX_PATCHES`, else `patches/` of the nearest dynix checkout at or above `start` (the
-    current folder), else of the checkout this module runs from."""
+    """`$DYNIX_PATCHES`; else `patches/` of the nearest dynix checkout at or above `start` (the
+    current folder); else the copy dynix was built with (`$DYNIX_DATA_DIR/patches`, set by the
+    Nix package). Found the way `pins.default_path` finds the pins file."""
     if env := os.environ.get("DYNIX_PATCHES"):
         return Path(env)
     here = (start or Path.cwd()).resolve()
-    for origin in (here, Path(__file__).resolve().parent):
-        for folder in (origin, *origin.parents):
-            if (folder / "patches").is_dir() and (folder / "pkgs" / "pins.toml").is_file():
-                return folder / "patches"
+    for folder in (here, *here.parents):
+        if (folder / "patches").is_dir() and (folder / "pkgs" / "pins.toml").is_file():
+            return folder / "patches"
+    if data := os.environ.get("DYNIX_DATA_DIR"):
+        candidate = Path(data) / "patches"
+        if candidate.is_dir():
+            return candidate
     raise DynixError("no patches folder found: run inside a dynix checkout, or set DYNIX_PATCHES")
 
 

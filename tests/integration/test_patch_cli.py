@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -329,3 +330,30 @@ def test_apply_restores_the_tree_when_gnu_patch_fails_in_it(tmp_path):
     assert tree_digest(tree) == before
     assert sorted(p.name for p in tree.iterdir()) == ["a.txt", "b.txt"]
     assert PATCHES.is_dir()  # the project folder is untouched by all this
+
+
+def test_an_installed_dynix_uses_the_pins_and_patches_it_carries(dynix, tmp_path):
+    """Outside a checkout, the Nix package's copies ($DYNIX_DATA_DIR) are used."""
+    data = tmp_path / "share" / "dynix"
+    data.mkdir(parents=True)
+    shutil.copy(PINS, data / "pins.toml")
+    shutil.copytree(PATCHES, data / "patches")
+    env = {"DYNIX_DATA_DIR": str(data)}
+    tree = dynamo_tree(tmp_path / "dynamo")
+    proc = dynix("patch", "dynamo", tree, "--json", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [applied] = json.loads(proc.stdout)["applied"]
+    assert applied["file"] == str(data / "patches" / "dynamo" / DYNAMO_PATCH)
+
+    wrong = tmp_path / "wrong.patch"
+    wrong.write_text("not Dynamo's patch\n")
+    proc = dynix(
+        "patch",
+        "vllm",
+        tree,
+        "--upstream-patch",
+        f"dynamo-vllm-patch={wrong}",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert "but pin dynamo-vllm-patch is sha256-" in one_line_error(proc)

@@ -91,8 +91,13 @@ def test_default_dir_env_then_checkout(tmp_path, monkeypatch):
     assert patches.default_dir() == tmp_path
     monkeypatch.delenv("DYNIX_PATCHES")
     assert patches.default_dir(REPO / "tests" / "unit") == PATCHES
-    # Outside any checkout: the checkout dynix runs from.
-    assert patches.default_dir(tmp_path) == PATCHES
+    # Outside any checkout: the copy an installed dynix carries, else a clear error.
+    monkeypatch.delenv("DYNIX_DATA_DIR", raising=False)
+    with pytest.raises(DynixError, match="no patches folder found"):
+        patches.default_dir(tmp_path)
+    (tmp_path / "share" / "patches").mkdir(parents=True)
+    monkeypatch.setenv("DYNIX_DATA_DIR", str(tmp_path / "share"))
+    assert patches.default_dir(tmp_path) == tmp_path / "share" / "patches"
 
 
 def test_touched_paths_skips_hunk_bodies_and_dev_null():
