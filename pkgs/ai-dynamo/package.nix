@@ -27,6 +27,10 @@ buildPythonPackage {
   src = fetchPin "dynamo";
   # patches/dynamo: the SDK's runtime dependency on pytest>=8.3.4 relaxed to pytest.
   patches = patchesFor "dynamo";
+  patchFlags = [
+    "-p1"
+    "--fuzz=0"
+  ];
 
   build-system = [ hatchling ];
 

@@ -108,9 +108,14 @@ buildPythonPackage {
   stdenv = torch.stdenv;
 
   src = fetchPin "vllm";
-  # Dynamo's patch (pinned) first, then ours: numba pins dropped, torch pins dropped (what
-  # use_existing_torch.py does), platform detection looking up the `vllm` distribution.
+  # Dynamo's patch (pinned) first, then ours: numba unpinned, torch pins dropped (what
+  # use_existing_torch.py does), platform detection looking up the `vllm` distribution. No fuzz,
+  # as `dynix patch` applies them: a changed upstream line fails loudly.
   patches = patchesFor "vllm";
+  patchFlags = [
+    "-p1"
+    "--fuzz=0"
+  ];
 
   build-system = [
     cmake
