@@ -2,5 +2,7 @@
 
 from .patch import patch
 from .pins import pins
+from .serve import serve
+from .status import status
 
-COMMANDS = [pins, patch]
+COMMANDS = [pins, patch, serve, status]

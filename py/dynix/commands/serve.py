@@ -1,0 +1,139 @@
+"""`dynix serve`: run Dynamo's disaggregated serving stack, supervised; `dynix serve init`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import DynixError
+from ..serve import config as stack_config
+from ..serve import host, plan, render
+from ..serve.config import GRAPHS, ROLES
+
+
+def _control_plane(value: str | None) -> dict[str, str]:
+    """`local`, or `ETCD_URLS,NATS_URL` (etcd URLs comma-separated, the NATS URL last)."""
+    if value is None:
+        return {}
+    if value == "local":
+        return {"cp_mode": "local"}
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    nats = [p for p in parts if p.startswith("nats://")]
+    etcd = [p for p in parts if not p.startswith("nats://")]
+    if len(nats) != 1 or not etcd:
+        raise DynixError(
+            f"--control-plane must be `local` or ETCD_URL[,ETCD_URL...],NATS_URL "
+            f"(e.g. http://10.0.0.1:2379,nats://10.0.0.1:4222), not {value!r}"
+        )
+    return {"cp_mode": "external", "cp_etcd": ",".join(etcd), "cp_nats": nats[0]}
+
+
+@click.group(invoke_without_command=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="The stack config (TOML, [serve] tables). Default: ./dynix.toml if present.",
+)
+@click.option("--graph", type=click.Choice(GRAPHS), help="The Dynamo graph to serve.")
+@click.option("--model", help="The model (Hugging Face name or local path).")
+@click.option("--decode-workers", type=click.IntRange(min=1), help="Decode (VllmWorker) workers.")
+@click.option("--prefill-workers", type=click.IntRange(min=1), help="Prefill workers.")
+@click.option("--port", type=click.IntRange(1, 65535), help="The HTTP frontend's port.")
+@click.option(
+    "--control-plane",
+    "control_plane",
+    metavar="local|ETCD_URLS,NATS_URL",
+    help="Run etcd and NATS here (local), or join existing ones by URL.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    default="all",
+    show_default=True,
+    help="Run the control plane, the graph, or both (a multi-node head runs both or "
+    "control-plane; other nodes run graph).",
+)
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Logs, data and state.json.")
+@click.option(
+    "--examples",
+    type=click.Path(path_type=Path),
+    help="Dynamo's examples/llm folder (default: $DYNIX_EXAMPLES, else beside `dynamo`).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the processes, their environment and "
+              "Dynamo's config; start nothing.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    config_path: Path | None,
+    graph: str | None,
+    model: str | None,
+    decode_workers: int | None,
+    prefill_workers: int | None,
+    port: int | None,
+    control_plane: str | None,
+    role: str,
+    state_dir: Path | None,
+    examples: Path | None,
+    dry_run: bool,
+) -> None:
+    """Run Dynamo's serving stack: etcd and NATS, then the graph, supervised.
+
+    Without a GPU the default graph is `echo`, which answers with the last user message and
+    sends long prompts through its prefill worker. Ready when the frontend lists the model and
+    answers a completion; SIGINT/SIGTERM stop everything.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    path = stack_config.find_config(config_path)
+    config = stack_config.load(path).override(
+        graph=graph,
+        model=model,
+        decode_workers=decode_workers,
+        prefill_workers=prefill_workers,
+        port=port,
+        state_dir=str(state_dir) if state_dir else None,
+        examples=str(examples) if examples else None,
+        **_control_plane(control_plane),
+    )
+    runs_graph = role in ("all", "graph")
+    gpus = host.gpu_count() if runs_graph else 0
+    if runs_graph:
+        config = plan.choose_graph(config, gpus)
+    the_plan = plan.build(config, role, dry_run=dry_run)
+    if the_plan.rendered is not None and not dry_run:
+        plan.check_gpus(the_plan.rendered, gpus)
+    if dry_run:
+        if the_plan.rendered is not None:
+            needs = render.gpu_needs(the_plan.rendered)
+            if needs:
+                total = sum(n.total for n in needs)
+                click.echo(f"# GPUs: {total} needed, {gpus} present (nvidia-smi -L)")
+        click.echo(plan.describe(the_plan), nl=False)
+        return
+    from ..serve.supervisor import Stack
+
+    Stack(the_plan).run()
+
+
+@serve.command()
+@click.argument("path", type=click.Path(path_type=Path), default=stack_config.CONFIG_NAME)
+@click.option("--force", is_flag=True, help="Overwrite an existing file with the defaults.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="TABLE.KEY=VALUE",
+    help="Set one key (e.g. serve.port=9000); repeatable. Edits keep the file's comments.",
+)
+def init(path: Path, force: bool, settings: tuple[str, ...]) -> None:
+    """Write a commented stack config (default: ./dynix.toml), or edit keys of one."""
+    parsed = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DynixError(f"--set takes TABLE.KEY=VALUE, not {item!r}")
+        parsed[key.strip()] = value.strip()
+    stack_config.write_default(path, force=force, settings=parsed)
+    click.echo(str(path))

@@ -1,0 +1,52 @@
+"""`dynix status`: what `dynix serve` runs, from its state file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import DynixError
+from ..output import emit_json, table
+from ..serve import config as stack_config
+from ..serve import procs, state
+
+
+@click.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), help="The stack's state dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+def status(state_dir: Path | None, as_json: bool) -> None:
+    """Show the serving stack: components, PIDs, ports, health."""
+    folder = state_dir or stack_config.default_state_dir()
+    data = state.read(folder)
+    if data is None:
+        raise DynixError(f"no stack has run from {folder} (no {state.STATE_FILE})")
+    running = state.owner_alive(data)
+    if not running and data.get("status") not in ("stopped", "failed"):
+        data["status"] = "gone"  # dynix serve was killed without cleaning up
+    data["running"] = running
+    for component in data.get("components", []):
+        pid = component.get("pid")
+        component["alive"] = bool(running and isinstance(pid, int) and procs.alive(pid))
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(
+        f"stack: {data.get('status')}  role: {data.get('role')}  graph: {data.get('graph')}  "
+        f"model: {data.get('model')}"
+    )
+    if data.get("frontend"):
+        click.echo(f"frontend: {data['frontend']}")
+    rows = []
+    for component in data.get("components", []):
+        ports = ", ".join(f"{k} {v}" for k, v in component.get("ports", {}).items())
+        health = component.get("health", "") if component["alive"] else "not running"
+        rows.append(
+            [component["name"], str(component.get("pid") or "-"), health,
+             str(component.get("restarts", 0)), ports]
+        )  # fmt: skip
+        for name, service in (component.get("services") or {}).items():
+            pids = ",".join(str(p) for p in service.get("pids", [])) or "-"
+            rows.append([f"  {name}", pids, "running" if service.get("pids") else "down",
+                         str(service.get("restarts", 0)), ""])  # fmt: skip
+    click.echo(table(rows, ["COMPONENT", "PID", "HEALTH", "RESTARTS", "PORTS"]))

@@ -1,0 +1,1 @@
+"""`dynix serve`: runs Dynamo's serving stack (control plane and graph) under supervision."""

@@ -1,0 +1,112 @@
+"""Talking to the control plane and the frontend over HTTP: health, readiness, registrations.
+
+etcd is reached through its v3 HTTP/JSON gateway (`/v3/kv/...`, keys base64-encoded), which
+etcd 3.4 and 3.5 both serve on the client URL, so no etcd client library is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ..errors import DynixError
+
+# Where Dynamo 0.2.0's `llmctl http add chat-models NAME ...` registers a model; the key has no
+# lease, so it outlives the stack unless removed.
+CHAT_MODEL_PREFIX = "public/components/http/models/chat/"
+
+
+def http_json(
+    url: str, body: Any | None = None, *, timeout: float = 2.0
+) -> tuple[int, Any]:
+    """GET (or POST `body` as JSON) and return (status, parsed JSON or text); (0, error) when
+    nothing answered."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (OSError, ValueError) as exc:  # refused, reset, timed out, bad URL
+        return 0, str(exc)
+    try:
+        return status, json.loads(raw or b"null")
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")
+
+
+def healthy(url: str, timeout: float = 1.0) -> bool:
+    """True when `url` answers 200 (NATS `/healthz`, etcd `/health` with health "true")."""
+    status, body = http_json(url, timeout=timeout)
+    if status != 200:
+        return False
+    if isinstance(body, dict) and "health" in body:
+        return str(body["health"]).lower() == "true"
+    return True
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def etcd_keys(etcd_urls: list[str], prefix: str, timeout: float = 2.0) -> list[str]:
+    """Keys under `prefix`; raises when no etcd endpoint answers."""
+    body = {"key": _b64(prefix), "range_end": _prefix_end(prefix), "keys_only": True}
+    data = _etcd(etcd_urls, "/v3/kv/range", body, timeout)
+    return [base64.b64decode(kv["key"]).decode() for kv in data.get("kvs", [])]
+
+
+def etcd_delete(etcd_urls: list[str], key: str, timeout: float = 2.0) -> int:
+    """Delete `key`; returns how many keys went (0 or 1)."""
+    data = _etcd(etcd_urls, "/v3/kv/deleterange", {"key": _b64(key)}, timeout)
+    return int(data.get("deleted", 0))
+
+
+def _etcd(etcd_urls: list[str], path: str, body: dict, timeout: float) -> dict:
+    last = ""
+    for url in etcd_urls:
+        status, data = http_json(url.rstrip("/") + path, body, timeout=timeout)
+        if status == 200 and isinstance(data, dict):
+            return data
+        last = f"{url}: {data if status == 0 else f'HTTP {status}'}"
+    raise DynixError(f"etcd did not answer {path} ({last})")
+
+
+def deregister_model(etcd_urls: list[str], name: str) -> int:
+    return etcd_delete(etcd_urls, CHAT_MODEL_PREFIX + name)
+
+
+def frontend_ready(base_url: str, model: str, timeout: float = 5.0) -> tuple[bool, str]:
+    """Ready = `/v1/models` lists `model` and one chat completion is answered with content."""
+    status, body = http_json(f"{base_url}/v1/models", timeout=timeout)
+    if status != 200 or not isinstance(body, dict):
+        return False, "frontend not answering" if status == 0 else f"/v1/models: HTTP {status}"
+    if model not in [m.get("id") for m in body.get("data", []) if isinstance(m, dict)]:
+        return False, f"/v1/models does not list {model!r} yet"
+    request = {
+        "model": model,
+        "messages": [{"role": "user", "content": "ready?"}],
+        "max_tokens": 8,
+        "stream": False,
+    }
+    status, body = http_json(f"{base_url}/v1/chat/completions", request, timeout=timeout)
+    if status != 200 or not isinstance(body, dict):
+        detail = body.get("error", body) if isinstance(body, dict) else body
+        return False, f"chat completion: HTTP {status}: {str(detail)[:200]}"
+    choices = body.get("choices") or []
+    content = choices[0].get("message", {}).get("content") if choices else None
+    if not content:
+        return False, "chat completion answered without content"
+    return True, "ready"

@@ -1,0 +1,245 @@
+"""What `dynix serve` will run: each component's argv, environment, folder and ports.
+
+The plan is pure data, built before anything starts; `--dry-run` prints it, the supervisor
+runs it.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import log
+from ..errors import DynixError
+from . import host, render
+from .config import StackConfig
+
+ETCD_NAME = "dynix"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # set on top of dynix's environment
+    cwd: str | None = None
+    ports: list[host.Port] = field(default_factory=list)
+    health_url: str = ""  # answers 200 when the component is up (control plane)
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: StackConfig
+    role: str
+    state_dir: Path
+    components: list[Component]
+    rendered: dict[str, Any] | None  # Dynamo's service config, when the graph runs here
+    yaml_path: Path
+    etcd_urls: list[str]
+    nats_url: str
+    circusctl: str | None
+    services: dict[str, int]  # service -> processes, for the graph
+
+    @property
+    def frontend(self) -> str:
+        return f"http://127.0.0.1:{self.config.port}"
+
+    def component(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
+
+
+def choose_graph(config: StackConfig, gpus: int) -> StackConfig:
+    """Fill in the default graph: disagg with GPUs, echo without (saying so)."""
+    if config.graph:
+        return config
+    if gpus:
+        return config.override(graph="disagg")
+    log.info(
+        "dynix: no GPU found (nvidia-smi -L): serving the GPU-free echo graph; "
+        "pass --graph to choose another"
+    )
+    return config.override(graph="echo")
+
+
+def check_gpus(rendered: dict[str, Any], gpus: int) -> None:
+    needs = render.gpu_needs(rendered)
+    needed = sum(n.total for n in needs)
+    if needed > gpus:
+        detail = ", ".join(f"{n.service} {n.workers}x{n.gpus_per_worker}" for n in needs)
+        raise DynixError(
+            f"the graph needs {needed} GPUs ({detail}) but {gpus} "
+            f"{'is' if gpus == 1 else 'are'} present (nvidia-smi -L); "
+            "use fewer workers, or --graph echo to run without GPUs"
+        )
+
+
+def build(config: StackConfig, role: str, *, dry_run: bool = False) -> Plan:
+    """The components to run for `role`; `dry_run` tolerates missing programs and folders."""
+    state = config.state_path.resolve()
+    cp = config.control_plane
+    if role == "graph" and cp.mode == "local":
+        log.info(
+            f"dynix: --role graph joins the control plane at {cp.etcd_urls[0]} and {cp.nats_url}"
+        )
+
+    def find(name: str) -> str:
+        try:
+            return host.program(name)
+        except DynixError:
+            if dry_run:
+                log.warn(f"{name} not found on PATH ({host.HOW_TO_GET.get(name, '')})")
+                return name
+            raise
+
+    components: list[Component] = []
+    if role in ("all", "control-plane"):
+        if cp.mode != "local":
+            raise DynixError(
+                "the control plane is external (joining etcd and NATS by URL): "
+                "run with --role graph"
+            )
+        components += control_plane_components(config, state, find("nats-server"), find("etcd"))
+
+    rendered = None
+    services: dict[str, int] = {}
+    circusctl = None
+    if role in ("all", "graph"):
+        dynamo = find("dynamo")
+        if config.graph == "echo":
+            examples: Path | None = host.ECHO_EXAMPLES
+        else:
+            examples = host.examples_dir(config.examples, dynamo if dynamo != "dynamo" else None)
+            if examples is None:
+                if not dry_run:
+                    raise DynixError(f"Dynamo's examples/llm not found: {host.EXAMPLES_HINT}")
+                log.warn(f"Dynamo's examples/llm not found: {host.EXAMPLES_HINT}")
+        rendered = render.service_config(config)
+        services = render.worker_counts(rendered, config.graph)
+        circusctl = host.circusctl(dynamo if dynamo != "dynamo" else None)
+        components.append(graph_component(config, state, dynamo, examples))
+    return Plan(
+        config=config,
+        role=role,
+        state_dir=state,
+        components=components,
+        rendered=rendered,
+        yaml_path=state / "dynamo.yaml",
+        etcd_urls=cp.etcd_urls,
+        nats_url=cp.nats_url,
+        circusctl=circusctl,
+        services=services,
+    )
+
+
+def control_plane_components(
+    config: StackConfig, state: Path, nats_server: str, etcd: str
+) -> list[Component]:
+    cp = config.control_plane
+    where = "127.0.0.1" if cp.host in ("0.0.0.0", "") else cp.host
+    nats = Component(
+        name="nats",
+        argv=[
+            nats_server,
+            "-js",
+            "-sd", str(state / "nats"),
+            "-a", cp.host,
+            "-p", str(cp.nats_port),
+            "-m", str(cp.nats_monitor_port),
+        ],  # fmt: skip
+        ports=[
+            host.Port("nats client", cp.host, cp.nats_port),
+            host.Port("nats monitoring", cp.host, cp.nats_monitor_port),
+        ],
+        health_url=f"http://{where}:{cp.nats_monitor_port}/healthz",
+    )
+    client = f"http://{cp.host}:{cp.etcd_port}"
+    peer = f"http://{cp.host}:{cp.etcd_peer_port}"
+    advertise_client = f"http://{where}:{cp.etcd_port}"
+    advertise_peer = f"http://{where}:{cp.etcd_peer_port}"
+    etcd_component = Component(
+        name="etcd",
+        argv=[
+            etcd,
+            "--name", ETCD_NAME,
+            "--data-dir", str(state / "etcd"),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", advertise_client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", advertise_peer,
+            "--initial-cluster", f"{ETCD_NAME}={advertise_peer}",
+            "--initial-cluster-state", "new",
+        ],  # fmt: skip
+        # etcd 3.4 refuses to start on arm64 without this; 3.5 supports arm64 and ignores it.
+        env={"ETCD_UNSUPPORTED_ARCH": "arm64"} if platform.machine() == "aarch64" else {},
+        ports=[
+            host.Port("etcd client", cp.host, cp.etcd_port),
+            host.Port("etcd peer", cp.host, cp.etcd_peer_port),
+        ],
+        health_url=f"{advertise_client}/health",
+    )
+    return [nats, etcd_component]
+
+
+def graph_env(config: StackConfig) -> dict[str, str]:
+    cp = config.control_plane
+    return {
+        "ETCD_ENDPOINTS": ",".join(cp.etcd_urls),
+        "NATS_SERVER": cp.nats_url,
+        "DYN_LOG": config.log_level,
+        "DYN_CIRCUS_ENDPOINT_PORT": str(config.supervise.circus_port),
+        "DYN_CIRCUS_PUBSUB_PORT": str(config.supervise.circus_pubsub_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def graph_component(
+    config: StackConfig, state: Path, dynamo: str, examples: Path | None
+) -> Component:
+    sv = config.supervise
+    return Component(
+        name="graph",
+        argv=[dynamo, "serve", f"graphs.{config.graph}:Frontend", "-f", str(state / "dynamo.yaml")],
+        env=graph_env(config),
+        cwd=str(examples) if examples else "<examples/llm>",
+        ports=[
+            host.Port("frontend", "0.0.0.0", config.port),
+            host.Port("circus control", "127.0.0.1", sv.circus_port),
+            host.Port("circus pub/sub", "127.0.0.1", sv.circus_pubsub_port),
+        ],
+    )
+
+
+def describe(plan: Plan) -> str:
+    """The plan as `--dry-run` prints it: processes, their environment, the Dynamo config."""
+    out = [
+        f"# dynix serve: role {plan.role}, graph {plan.config.graph}, "
+        f"model {plan.config.served_name}",
+        f"# state dir: {plan.state_dir}",
+        f"# control plane: etcd {','.join(plan.etcd_urls)}, nats {plan.nats_url}",
+        "",
+    ]
+    for component in plan.components:
+        out.append(f"[{component.name}]")
+        if component.cwd:
+            out.append(f"cwd: {component.cwd}")
+        for key, value in component.env.items():
+            out.append(f"env: {key}={shlex.quote(value)}")
+        out.append(f"argv: {shlex.join(component.argv)}")
+        ports = ", ".join(f"{p.what} {p.host}:{p.port}" for p in component.ports)
+        if ports:
+            out.append(f"ports: {ports}")
+        if component.health_url:
+            out.append(f"ready: GET {component.health_url}")
+        if component.name == "graph":
+            out.append(
+                f"ready: GET {plan.frontend}/v1/models lists {plan.config.served_name!r} "
+                "and one chat completion is answered"
+            )
+        out.append("")
+    if plan.rendered is not None:
+        out.append(f"# {plan.yaml_path}")
+        out.append(render.to_yaml(plan.rendered))
+    return "\n".join(out).rstrip("\n") + "\n"

@@ -1,0 +1,116 @@
+"""Process trees from /proc: who descends from whom, their groups, and stopping groups.
+
+`dynamo serve` runs its services through circus, which starts each one in a session of its
+own: signalling the `dynamo serve` process group does not reach them. The supervisor therefore
+records the process group of every descendant it sees and stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    argv: list[str]
+
+
+def _stat(pid: int) -> ProcInfo | None:
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+        cmdline = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself hold spaces or parentheses.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    argv = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
+    return ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0], argv)
+
+
+def snapshot() -> dict[int, ProcInfo]:
+    table = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            info = _stat(int(entry.name))
+            if info is not None:
+                table[info.pid] = info
+    return table
+
+
+def descendants(pid: int, table: dict[int, ProcInfo] | None = None) -> list[ProcInfo]:
+    table = snapshot() if table is None else table
+    children: dict[int, list[ProcInfo]] = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info)
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child.pid)
+    return out
+
+
+def alive(pid: int) -> bool:
+    info = _stat(pid)
+    return info is not None and info.state != "Z"
+
+
+def members(pgids: set[int], table: dict[int, ProcInfo] | None = None) -> list[ProcInfo]:
+    """Live (non-zombie) processes in any of `pgids`."""
+    table = snapshot() if table is None else table
+    return [i for i in table.values() if i.pgid in pgids and i.state != "Z"]
+
+
+def signal_groups(pgids: set[int], sig: int) -> None:
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_groups(pgids: set[int], grace: float, reap=None) -> list[ProcInfo]:
+    """SIGTERM every group, SIGKILL what is left after `grace` seconds; returns survivors.
+
+    `reap` is called while waiting so the caller can collect its own children's exit codes.
+    """
+    if not pgids:
+        return []
+    signal_groups(pgids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        if not members(pgids):
+            return []
+        time.sleep(0.05)
+    signal_groups(pgids, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        left = members(pgids)
+        if not left:
+            return []
+        time.sleep(0.05)
+    return members(pgids)
+
+
+def service_name(info: ProcInfo) -> str | None:
+    """The Dynamo service a `dynamo.sdk.cli.serve_dynamo ... --service-name X` process runs."""
+    argv = info.argv
+    if "dynamo.sdk.cli.serve_dynamo" not in argv or "--service-name" not in argv:
+        return None
+    index = argv.index("--service-name") + 1
+    return argv[index] if index < len(argv) else None

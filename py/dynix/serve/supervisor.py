@@ -1,0 +1,435 @@
+"""Running a plan: start in order, wait until ready, restart what dies, stop everything.
+
+Each component (nats, etcd, the `dynamo serve` graph) runs in its own session. Its output goes
+to stderr, each line prefixed with the component (or, for the graph, the Dynamo service that
+wrote it), and to `logs/<component>.log` under the state dir. Inside the graph, `dynamo serve`
+starts every service in a session of its own and does not restart them; the supervisor finds
+them under the graph's process, restarts one that dies through the graph's process manager
+(circus), and records every process group it saw so that stopping leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .. import log, process
+from ..errors import DynixError
+from ..files import write_text_atomic
+from . import control_plane, host, procs, render, state
+from .plan import Component, Plan
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+SERVICE_TAG = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*):\d+\]")
+GRAPH_GRACE = 3.5  # seconds the graph's processes get between SIGTERM and SIGKILL
+CONTROL_PLANE_GRACE = 2.0
+CONTROL_PLANE_TIMEOUT = 20.0
+SERVICE_RECOVERY = 30.0  # a restarted service must be back within this long
+_output_lock = threading.Lock()
+
+
+class Stop(Exception):
+    """Asked to stop (SIGINT/SIGTERM)."""
+
+
+@dataclass
+class Running:
+    component: Component
+    proc: subprocess.Popen[str]
+    log_file: IO[str]
+    pgids: set[int] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+    health: str = "starting"
+
+
+@dataclass
+class Deaths:
+    """When each component or service died, to apply the restart limit and the backoff."""
+
+    window: float
+    times: dict[str, collections.deque[float]] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)
+
+    def record(self, name: str) -> int:
+        now = time.monotonic()
+        recent = self.times.setdefault(name, collections.deque())
+        recent.append(now)
+        while recent and now - recent[0] > self.window:
+            recent.popleft()
+        self.total[name] = self.total.get(name, 0) + 1
+        return len(recent)
+
+
+class Stack:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.config = plan.config
+        self.sv = plan.config.supervise
+        self.running: dict[str, Running] = {}
+        self.services: dict[str, list[int]] = {}  # service -> pids seen at the last scan
+        self.expected: dict[str, int] = dict(plan.services)
+        self.pending: dict[str, float] = {}  # component or service -> when to restart it
+        self.recovering: dict[str, float] = {}  # service -> deadline to be back
+        self.deaths = Deaths(self.sv.restart_window)
+        self.status = "starting"
+        self.stop_signal: str | None = None
+        self.logs = plan.state_dir / "logs"
+        self.started_at = time.time()
+        self.ready_seconds: float | None = None
+
+    # -- the whole life ----------------------------------------------------------------------
+    def run(self) -> None:
+        plan = self.plan
+        plan.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        state.check_not_running(plan.state_dir)
+        host.check_ports([p for c in plan.components for p in c.ports])
+        if plan.rendered is not None:
+            host.require_non_loopback_ipv4()
+            write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered))
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        t0 = time.monotonic()
+        try:
+            self._start_all()
+            self.ready_seconds = time.monotonic() - t0
+            self.status = "ready"
+            self._write_state()
+            self._announce()
+            self._monitor()
+        except Stop:
+            log.info(f"dynix: {self.stop_signal}: stopping the stack")
+        except DynixError:
+            self.status = "failed"
+            raise
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_signal = signal.Signals(signum).name
+        if self.status != "stopping":
+            self.status = "stopping"
+            raise Stop()
+
+    def _announce(self) -> None:
+        what = []
+        if self.plan.component("nats"):
+            what.append("control plane")
+        if self.plan.rendered is not None:
+            what.append(f"graph {self.config.graph}")
+            print(f"{self.plan.frontend}/v1", flush=True)  # the result: where to send requests
+        log.info(
+            f"dynix: {' and '.join(what)} ready in {self.ready_seconds:.1f} s "
+            f"(state: {state.path(self.plan.state_dir)})"
+        )
+
+    # -- starting ----------------------------------------------------------------------------
+    def _start_all(self) -> None:
+        for component in self.plan.components:
+            if component.name == "graph":
+                self._check_external_control_plane()
+            self._spawn(component)
+            if component.health_url:
+                self._wait_healthy(component)
+            self._write_state()
+        if "graph" in self.running:
+            self._wait_ready()
+
+    def _spawn(self, component: Component) -> Running:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.logs / f"{component.name}.log", "a", encoding="utf-8")  # noqa: SIM115
+        log_file.write(f"--- dynix: starting {component.name}: {' '.join(component.argv)}\n")
+        log_file.flush()
+        proc = process.spawn(component.argv, cwd=component.cwd, extra_env=component.env)
+        running = Running(component, proc, log_file, pgids={proc.pid})
+        self.running[component.name] = running
+        threading.Thread(target=self._pump, args=(running,), daemon=True).start()
+        return running
+
+    def _pump(self, running: Running) -> None:
+        name = running.component.name
+        assert running.proc.stdout is not None
+        for raw in running.proc.stdout:
+            line = ANSI.sub("", raw.rstrip("\n"))
+            prefix = name
+            if name == "graph" and (tag := SERVICE_TAG.search(line)):
+                prefix = tag.group(1)
+            with _output_lock:
+                running.log_file.write(line + "\n")
+                running.log_file.flush()
+                sys.stderr.write(f"{prefix:>12} | {line}\n")
+                sys.stderr.flush()
+
+    def _wait_healthy(self, component: Component) -> None:
+        deadline = time.monotonic() + CONTROL_PLANE_TIMEOUT
+        while time.monotonic() < deadline:
+            self._fail_if_exited(component.name, "while starting")
+            if control_plane.healthy(component.health_url, timeout=0.5):
+                self.running[component.name].health = "healthy"
+                return
+            time.sleep(0.05)
+        raise DynixError(
+            f"{component.name} did not become healthy within {CONTROL_PLANE_TIMEOUT:g} s "
+            f"({component.health_url}); see {self.logs / (component.name + '.log')}"
+        )
+
+    def _check_external_control_plane(self) -> None:
+        if self.plan.component("etcd"):
+            return
+        if not any(control_plane.healthy(u.rstrip("/") + "/health") for u in self.plan.etcd_urls):
+            raise DynixError(f"etcd at {','.join(self.plan.etcd_urls)} is not answering /health")
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.sv.ready_timeout
+        why = ""
+        while time.monotonic() < deadline:
+            self._fail_if_exited("graph", "before it was ready")
+            for name in ("nats", "etcd"):
+                if name in self.running:
+                    self._fail_if_exited(name, "while the graph started")
+            self._scan_graph()
+            ok, why = control_plane.frontend_ready(
+                self.plan.frontend, self.config.served_name, timeout=5
+            )
+            if ok:
+                self.running["graph"].health = "ready"
+                self.expected.update({s: max(len(p), 1) for s, p in self.services.items()})
+                return
+            time.sleep(0.2)
+        raise DynixError(
+            f"the graph was not ready within {self.sv.ready_timeout:g} s ({why}); "
+            f"see {self.logs / 'graph.log'}"
+        )
+
+    def _fail_if_exited(self, name: str, when: str) -> None:
+        running = self.running[name]
+        code = running.proc.poll()
+        if code is not None:
+            raise DynixError(
+                f"{name} exited with code {code} {when}: {self._last_line(name)} "
+                f"(log: {self.logs / (name + '.log')})"
+            )
+
+    def _last_line(self, name: str) -> str:
+        try:
+            lines = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        meaningful = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("--- dynix")]
+        errors = [ln for ln in meaningful if "error" in ln.lower()]
+        return (errors or meaningful or [""])[-1][:300]
+
+    # -- supervising -------------------------------------------------------------------------
+    def _monitor(self) -> None:
+        last_health = 0.0
+        while True:
+            now = time.monotonic()
+            for name, running in list(self.running.items()):
+                if name not in self.pending and running.proc.poll() is not None:
+                    self._died(name, f"exited with code {running.proc.returncode}")
+            if "graph" in self.running and "graph" not in self.pending:
+                self._check_services()
+            for name, due in list(self.pending.items()):
+                if now >= due:
+                    del self.pending[name]
+                    self._restart(name)
+            if now - last_health > 2.0:
+                last_health = now
+                self._check_health()
+            time.sleep(0.2)
+
+    def _died(self, name: str, how: str) -> None:
+        count = self.deaths.record(name)
+        where = self.logs / f"{'graph' if name in self.expected else name}.log"
+        if count > self.sv.max_restarts:
+            raise DynixError(
+                f"{name} {how}; it died {count} times within {self.sv.restart_window:g} s, "
+                f"more than the limit of {self.sv.max_restarts}: stopping the stack (see {where})"
+            )
+        delay = min(self.sv.backoff * 2 ** (count - 1), 10.0)
+        log.info(f"dynix: {name} {how}; restarting it in {delay:.1f} s ({count}/{self.sv.max_restarts})")
+        self.pending[name] = time.monotonic() + delay
+        if name in self.running:
+            self.running[name].health = "restarting"
+        self._write_state()
+
+    def _restart(self, name: str) -> None:
+        if name in self.expected:
+            if self._circusctl_restart(name):
+                self.recovering[name] = time.monotonic() + SERVICE_RECOVERY
+                return
+            log.info(f"dynix: restarting the whole graph to bring {name} back")
+            name = "graph"
+        old = self.running[name]
+        procs.stop_groups(self._groups(old), GRAPH_GRACE, reap=old.proc.poll)
+        old.log_file.close()
+        self._spawn(old.component)
+        if old.component.health_url:
+            self._wait_healthy(old.component)
+        if name == "graph":
+            self.services = {}
+            self._wait_ready()
+        self.running[name].health = "healthy" if name != "graph" else "ready"
+        log.info(f"dynix: {name} restarted")
+        self._write_state()
+
+    def _circusctl_restart(self, service: str) -> bool:
+        """Start a stopped service again through the graph's circus; False when that fails."""
+        if not self.plan.circusctl:
+            return False
+        endpoint = f"tcp://127.0.0.1:{self.sv.circus_port}"
+        watcher = f"{render.namespace(self.config.graph)}_{service}"
+        command = "start" if not self.services.get(service) else "restart"
+        result = process.run(
+            [self.plan.circusctl, "--endpoint", endpoint, "--timeout", "10", command, watcher],
+            check=False,
+            timeout=30,
+        )
+        if result.returncode != 0 or "error" in result.stdout.lower():
+            log.warn(f"circusctl {command} {watcher} failed: {(result.stdout + result.stderr).strip()}")
+            return False
+        log.info(f"dynix: {service} restarted ({command} {watcher})")
+        return True
+
+    def _scan_graph(self) -> None:
+        """Record the graph's processes: their groups (to stop them) and its services."""
+        graph = self.running.get("graph")
+        if graph is None:
+            return
+        table = procs.snapshot()
+        found: dict[str, list[int]] = {}
+        for info in procs.descendants(graph.proc.pid, table):
+            graph.pgids.add(info.pgid)
+            if info.state != "Z" and (service := procs.service_name(info)):
+                found.setdefault(service, []).append(info.pid)
+        graph.pgids = {g for g in graph.pgids if g == graph.proc.pid or procs.members({g}, table)}
+        if found != self.services:
+            self.services = found
+            self._write_state()
+
+    def _check_services(self) -> None:
+        self._scan_graph()
+        now = time.monotonic()
+        for service, expected in self.expected.items():
+            if service in self.pending:
+                continue
+            have = len(self.services.get(service, []))
+            if have >= expected:
+                self.recovering.pop(service, None)
+                continue
+            deadline = self.recovering.get(service)
+            if deadline is not None and now < deadline:
+                continue  # restarted, not back yet
+            self.recovering.pop(service, None)
+            self._died(service, f"has {have} of {expected} processes running")
+
+    def _check_health(self) -> None:
+        changed = False
+        for name, running in self.running.items():
+            if name in self.pending:
+                continue
+            if running.component.health_url:
+                health = "healthy" if control_plane.healthy(running.component.health_url) else "unhealthy"
+            else:
+                ok, _ = control_plane.frontend_ready(
+                    self.plan.frontend, self.config.served_name, timeout=2
+                )
+                health = "ready" if ok else "not answering"
+            changed |= health != running.health
+            running.health = health
+        if changed:
+            self._write_state()
+
+    # -- stopping ----------------------------------------------------------------------------
+    def _groups(self, running: Running) -> set[int]:
+        if running.component.name == "graph":
+            self._scan_graph()
+        return set(running.pgids)
+
+    def _shutdown(self) -> None:
+        if self.status != "failed":
+            self.status = "stopping"
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self._write_state()
+        left: list[procs.ProcInfo] = []
+        graph = self.running.get("graph")
+        if graph is not None:
+            left += procs.stop_groups(self._groups(graph), GRAPH_GRACE, reap=graph.proc.poll)
+            self._deregister()
+        plane = [r for n, r in self.running.items() if n != "graph"]
+        groups = {g for r in plane for g in r.pgids}
+        left += procs.stop_groups(groups, CONTROL_PLANE_GRACE, reap=lambda: [r.proc.poll() for r in plane])
+        for running in self.running.values():
+            running.proc.poll()
+            running.log_file.close()
+        if self.status != "failed":
+            self.status = "stopped"
+        self._write_state()
+        if left:
+            pids = ", ".join(f"{p.pid} ({' '.join(p.argv[:2])})" for p in left)
+            raise DynixError(f"could not stop every process of the stack: {pids} still running")
+        log.info("dynix: stack stopped")
+
+    def _deregister(self) -> None:
+        name = self.config.served_name
+        try:
+            deleted = control_plane.deregister_model(self.plan.etcd_urls, name)
+        except DynixError as exc:
+            log.warn(f"could not remove the registration of {name!r} from etcd: {exc}")
+            return
+        if deleted:
+            log.info(f"dynix: removed the registration of {name!r} from etcd")
+
+    # -- the state file ----------------------------------------------------------------------
+    def _write_state(self) -> None:
+        plan = self.plan
+        components = []
+        for name, running in self.running.items():
+            component = running.component
+            live = running.proc.poll() is None
+            entry: dict[str, Any] = {
+                "name": name,
+                "pid": running.proc.pid if live else None,
+                "pgids": sorted(running.pgids) if live or name == "graph" else [],
+                "argv": component.argv,
+                "ports": {p.what: p.port for p in component.ports},
+                "log": str(self.logs / f"{name}.log"),
+                "health": running.health if live else "stopped",
+                "restarts": self.deaths.total.get(name, 0),
+            }
+            if name == "graph":
+                entry["services"] = {
+                    s: {"pids": pids, "restarts": self.deaths.total.get(s, 0)}
+                    for s, pids in sorted(self.services.items())
+                }
+            components.append(entry)
+        data = {
+            "pid": os.getpid(),
+            "status": self.status,
+            "role": plan.role,
+            "graph": self.config.graph if plan.rendered is not None else None,
+            "model": self.config.served_name,
+            "frontend": f"{plan.frontend}/v1" if plan.rendered is not None else None,
+            "etcd": plan.etcd_urls,
+            "nats": plan.nats_url,
+            "state_dir": str(plan.state_dir),
+            "config": str(plan.yaml_path) if plan.rendered is not None else None,
+            "started_at": self.started_at,
+            "ready_seconds": self.ready_seconds,
+            "components": components,
+        }
+        try:
+            state.write(plan.state_dir, data)
+        except DynixError as exc:
+            log.warn(str(exc))
