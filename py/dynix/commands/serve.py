@@ -101,9 +101,7 @@ def serve(
     gpus = host.gpu_count() if runs_graph else 0
     if runs_graph:
         config = plan.choose_graph(config, gpus)
-    the_plan = plan.build(config, role, dry_run=dry_run)
-    if the_plan.rendered is not None and not dry_run:
-        plan.check_gpus(the_plan.rendered, gpus)
+    the_plan = plan.build(config, role, gpus=gpus, dry_run=dry_run)
     if dry_run:
         if the_plan.rendered is not None:
             needs = render.gpu_needs(the_plan.rendered)

@@ -76,8 +76,9 @@ def check_gpus(rendered: dict[str, Any], gpus: int) -> None:
         )
 
 
-def build(config: StackConfig, role: str, *, dry_run: bool = False) -> Plan:
-    """The components to run for `role`; `dry_run` tolerates missing programs and folders."""
+def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = False) -> Plan:
+    """The components to run for `role`; `dry_run` tolerates missing programs and folders and
+    does not compare the GPUs the graph needs with the `gpus` present."""
     state = config.state_path.resolve()
     cp = config.control_plane
     if role == "graph" and cp.mode == "local":
@@ -107,6 +108,9 @@ def build(config: StackConfig, role: str, *, dry_run: bool = False) -> Plan:
     services: dict[str, int] = {}
     circusctl = None
     if role in ("all", "graph"):
+        rendered = render.service_config(config)
+        if not dry_run:
+            check_gpus(rendered, gpus)
         dynamo = find("dynamo")
         if config.graph == "echo":
             examples: Path | None = host.ECHO_EXAMPLES
@@ -116,7 +120,6 @@ def build(config: StackConfig, role: str, *, dry_run: bool = False) -> Plan:
                 if not dry_run:
                     raise DynixError(f"Dynamo's examples/llm not found: {host.EXAMPLES_HINT}")
                 log.warn(f"Dynamo's examples/llm not found: {host.EXAMPLES_HINT}")
-        rendered = render.service_config(config)
         services = render.worker_counts(rendered, config.graph)
         circusctl = host.circusctl(dynamo if dynamo != "dynamo" else None)
         components.append(graph_component(config, state, dynamo, examples))

@@ -284,12 +284,14 @@ class Stack:
         self._write_state()
 
     def _circusctl_restart(self, service: str) -> bool:
-        """Start a stopped service again through the graph's circus; False when that fails."""
+        """Restart a service through the graph's circus; False when that fails."""
         if not self.plan.circusctl:
             return False
         endpoint = f"tcp://127.0.0.1:{self.sv.circus_port}"
         watcher = f"{render.namespace(self.config.graph)}_{service}"
-        command = "start" if not self.services.get(service) else "restart"
+        # `restart` both starts a stopped watcher and replaces one whose process circus has not
+        # yet noticed is gone (`start` would be a no-op on such a watcher).
+        command = "restart"
         result = process.run(
             [self.plan.circusctl, "--endpoint", endpoint, "--timeout", "10", command, watcher],
             check=False,
