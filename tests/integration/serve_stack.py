@@ -3,6 +3,7 @@ readiness from the state file, and a stop that leaves nothing behind."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,11 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def stack_ports() -> dict[str, int]:
+    """A free port for each of the stack's ports, by its key in the config."""
+    return dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
 
 
 def port_free(port: int) -> bool:
@@ -104,7 +111,9 @@ def wait_ready(stack: Stack, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stack.proc.poll() is not None:
-            raise AssertionError(f"dynix serve exited {stack.proc.returncode}:\n{stack.log()[-3000:]}")
+            raise AssertionError(
+                f"dynix serve exited {stack.proc.returncode}:\n{stack.log()[-3000:]}"
+            )
         try:
             if stack.state()["status"] == "ready":
                 return
@@ -155,3 +164,30 @@ def stop(stack: Stack, timeout: float = 15) -> int:
                     os.killpg(group, signal.SIGKILL)
             stack.proc.wait(5)
     return stack.proc.returncode
+
+
+def ask(client, prompt: str, stream: bool = False) -> tuple[str, str]:
+    """(content, system_fingerprint) of one chat completion."""
+    messages = [{"role": "system", "content": "be an echo"}, {"role": "user", "content": prompt}]
+    if not stream:
+        answer = client.chat.completions.create(model="echo", messages=messages)
+        return answer.choices[0].message.content, answer.system_fingerprint
+    parts, fingerprint = [], ""
+    for chunk in client.chat.completions.create(model="echo", messages=messages, stream=True):
+        assert chunk.object == "chat.completion.chunk"
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+        fingerprint = chunk.system_fingerprint or fingerprint
+    return "".join(parts), fingerprint
+
+
+def etcd_keys(url: str, prefix: str) -> list[str]:
+    body = {
+        "key": base64.b64encode(prefix.encode()).decode(),
+        "range_end": base64.b64encode(prefix[:-1].encode() + bytes([ord(prefix[-1]) + 1])).decode(),
+        "keys_only": True,
+    }
+    request = urllib.request.Request(f"{url}/v3/kv/range", json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        data = json.load(response)
+    return [base64.b64decode(kv["key"]).decode() for kv in data.get("kvs", [])]

@@ -7,7 +7,6 @@ break it on purpose come after the ones that only ask it questions, and the last
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -15,15 +14,16 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 from serve_stack import (
-    PORT_KEYS,
+    ask,
+    etcd_keys,
     free_ports,
     live_members,
     port_free,
     recorded_groups,
+    stack_ports,
     start,
     stop,
     wait_ready,
@@ -42,7 +42,7 @@ def stack(tmp_path_factory):
         if not shutil.which(program):
             pytest.fail(f"{program} is not installed (the test set-up installs it)")
     tmp = tmp_path_factory.mktemp("stack")
-    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS))))
+    ports = stack_ports()
     config = write_config(tmp / "dynix.toml", tmp / "state", ports, graph="echo")
     running = start(["--config", str(config)], tmp / "state", ports, tmp / "stderr.log")
     try:
@@ -55,21 +55,6 @@ def stack(tmp_path_factory):
 @pytest.fixture
 def client(stack):
     return openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0, timeout=30)
-
-
-def ask(client, prompt: str, stream: bool = False) -> tuple[str, str]:
-    """(content, system_fingerprint) of one chat completion."""
-    messages = [{"role": "system", "content": "be an echo"}, {"role": "user", "content": prompt}]
-    if not stream:
-        answer = client.chat.completions.create(model="echo", messages=messages)
-        return answer.choices[0].message.content, answer.system_fingerprint
-    parts, fingerprint = [], ""
-    for chunk in client.chat.completions.create(model="echo", messages=messages, stream=True):
-        assert chunk.object == "chat.completion.chunk"
-        if chunk.choices and chunk.choices[0].delta.content:
-            parts.append(chunk.choices[0].delta.content)
-        fingerprint = chunk.system_fingerprint or fingerprint
-    return "".join(parts), fingerprint
 
 
 def answer_within(client, prompt: str, seconds: float) -> tuple[str, str]:
@@ -206,18 +191,6 @@ def test_killed_etcd_is_restarted_and_the_stack_recovers(stack, client):
     assert "dynix: etcd exited with code -9; restarting it" in stack.log()
     assert stack.component("etcd")["restarts"] == 1
     answer_within(client, LONG, 30)
-
-
-def etcd_keys(url: str, prefix: str) -> list[str]:
-    body = {
-        "key": base64.b64encode(prefix.encode()).decode(),
-        "range_end": base64.b64encode(prefix[:-1].encode() + bytes([ord(prefix[-1]) + 1])).decode(),
-        "keys_only": True,
-    }
-    request = urllib.request.Request(f"{url}/v3/kv/range", json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        data = json.load(response)
-    return [base64.b64decode(kv["key"]).decode() for kv in data.get("kvs", [])]
 
 
 def test_sigterm_stops_every_process_frees_ports_and_removes_the_registration(stack, tmp_path):

@@ -61,8 +61,11 @@ def _control_plane(value: str | None) -> dict[str, str]:
     type=click.Path(path_type=Path),
     help="Dynamo's examples/llm folder (default: $DYNIX_EXAMPLES, else beside `dynamo`).",
 )
-@click.option("--dry-run", is_flag=True, help="Print the processes, their environment and "
-              "Dynamo's config; start nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the processes, their environment and Dynamo's config; start nothing.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,

@@ -207,8 +207,10 @@ class StackConfig:
         checks = [
             (self.graph in ("", *GRAPHS), f"graph must be one of {', '.join(GRAPHS)}"),
             (self.router in ROUTERS, f"router mode must be one of {', '.join(ROUTERS)}"),
-            (self.control_plane.mode in ("local", "external"), "control-plane mode must be "
-             "local or external"),
+            (
+                self.control_plane.mode in ("local", "external"),
+                "control-plane mode must be local or external",
+            ),
             (self.decode.workers >= 1, "decode workers must be at least 1"),
             (self.prefill.workers >= 1, "prefill workers must be at least 1"),
         ]
@@ -339,7 +341,9 @@ _KIND = {str: "a string", int: "an integer", bool: "true or false", float: "a nu
 
 def _subtables(name: str) -> set[str]:
     prefix = name + "."
-    return {t[len(prefix):] for t in _TABLES if t.startswith(prefix) and "." not in t[len(prefix):]}
+    return {
+        t[len(prefix) :] for t in _TABLES if t.startswith(prefix) and "." not in t[len(prefix) :]
+    }
 
 
 def _line(text: str, key: str) -> int:
@@ -374,7 +378,9 @@ def _build(values: dict[str, Any], services: dict, source: str) -> StackConfig:
 
 
 # -- writing ---------------------------------------------------------------------------------
-def write_default(path: str | Path, *, force: bool = False, settings: dict[str, str] | None = None) -> None:
+def write_default(
+    path: str | Path, *, force: bool = False, settings: dict[str, str] | None = None
+) -> None:
     """Write the commented default config to `path`, with `settings` ({"serve.port": "9000"})."""
     path = Path(path)
     if path.exists() and not force and not settings:

@@ -19,9 +19,7 @@ from ..errors import DynixError
 CHAT_MODEL_PREFIX = "public/components/http/models/chat/"
 
 
-def http_json(
-    url: str, body: Any | None = None, *, timeout: float = 2.0
-) -> tuple[int, Any]:
+def http_json(url: str, body: Any | None = None, *, timeout: float = 2.0) -> tuple[int, Any]:
     """GET (or POST `body` as JSON) and return (status, parsed JSON or text); (0, error) when
     nothing answered."""
     data = None if body is None else json.dumps(body).encode()

@@ -91,7 +91,9 @@ def service_config(config: StackConfig) -> dict[str, Any]:
         decode["max-prefill-queue-size"] = config.max_prefill_queue_size
     if routed and not echo:
         decode["enable-prefix-caching"] = True
-    decode["ServiceArgs"] = _service_args(config.decode.workers, config.decode.gpus_per_worker, echo)
+    decode["ServiceArgs"] = _service_args(
+        config.decode.workers, config.decode.gpus_per_worker, echo
+    )
     decode["common-configs"] = worker_keys
     out[decode_name] = decode
 

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from .. import log, process
@@ -89,12 +88,14 @@ class Stack:
     # -- the whole life ----------------------------------------------------------------------
     def run(self) -> None:
         plan = self.plan
-        plan.state_dir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        # Everything that can be checked is checked before anything starts or is written.
         state.check_not_running(plan.state_dir)
-        host.check_ports([p for c in plan.components for p in c.ports])
         if plan.rendered is not None:
             host.require_non_loopback_ipv4()
+        host.check_ports([p for c in plan.components for p in c.ports])
+        plan.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        if plan.rendered is not None:
             write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         t0 = time.monotonic()
@@ -257,7 +258,9 @@ class Stack:
                 f"more than the limit of {self.sv.max_restarts}: stopping the stack (see {where})"
             )
         delay = min(self.sv.backoff * 2 ** (count - 1), 10.0)
-        log.info(f"dynix: {name} {how}; restarting it in {delay:.1f} s ({count}/{self.sv.max_restarts})")
+        log.info(
+            f"dynix: {name} {how}; restarting it in {delay:.1f} s ({count}/{self.sv.max_restarts})"
+        )
         self.pending[name] = time.monotonic() + delay
         if name in self.running:
             self.running[name].health = "restarting"
@@ -298,7 +301,9 @@ class Stack:
             timeout=30,
         )
         if result.returncode != 0 or "error" in result.stdout.lower():
-            log.warn(f"circusctl {command} {watcher} failed: {(result.stdout + result.stderr).strip()}")
+            log.warn(
+                f"circusctl {command} {watcher} failed: {(result.stdout + result.stderr).strip()}"
+            )
             return False
         log.info(f"dynix: {service} restarted ({command} {watcher})")
         return True
@@ -341,7 +346,11 @@ class Stack:
             if name in self.pending:
                 continue
             if running.component.health_url:
-                health = "healthy" if control_plane.healthy(running.component.health_url) else "unhealthy"
+                health = (
+                    "healthy"
+                    if control_plane.healthy(running.component.health_url)
+                    else "unhealthy"
+                )
             else:
                 ok, _ = control_plane.frontend_ready(
                     self.plan.frontend, self.config.served_name, timeout=2
@@ -371,7 +380,9 @@ class Stack:
             self._deregister()
         plane = [r for n, r in self.running.items() if n != "graph"]
         groups = {g for r in plane for g in r.pgids}
-        left += procs.stop_groups(groups, CONTROL_PLANE_GRACE, reap=lambda: [r.proc.poll() for r in plane])
+        left += procs.stop_groups(
+            groups, CONTROL_PLANE_GRACE, reap=lambda: [r.proc.poll() for r in plane]
+        )
         for running in self.running.values():
             running.proc.poll()
             running.log_file.close()

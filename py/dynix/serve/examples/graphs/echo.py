@@ -33,12 +33,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from dynamo import sdk
 from dynamo.llm import DisaggregatedRouter
 from dynamo.sdk import async_on_start, depends, dynamo_context, dynamo_endpoint, service
 from dynamo.sdk.lib.config import ServiceConfig
+from pydantic import BaseModel, ConfigDict
 
 NAMESPACE = "dynix"
 logger = logging.getLogger("echo")
@@ -169,7 +168,11 @@ class Processor:
     @dynamo_endpoint(name="chat/completions")
     async def chat_completions(self, request: ChatRequest):
         prompt = next(
-            (_text(m.get("content")) for m in reversed(request.messages) if m.get("role") == "user"),
+            (
+                _text(m.get("content"))
+                for m in reversed(request.messages)
+                if m.get("role") == "user"
+            ),
             "",
         )
         request_id = uuid.uuid4().hex
@@ -201,9 +204,7 @@ def _chunk(chunk_id, created, model, fingerprint, delta, finish_reason) -> dict[
         "created": created,
         "model": model,
         "system_fingerprint": fingerprint,
-        "choices": [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        ],
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
 
 

@@ -1,0 +1,229 @@
+"""`dynix serve` refusing bad input before anything starts, `--dry-run`, `dynix serve init`.
+
+The vLLM graphs (disagg, agg, *_router) need GPUs and a model, so they are not run here: their
+rendered Dynamo config is compared with the keys of Dynamo v0.2.0's own examples/llm/configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from serve_stack import stack_ports, write_config
+
+import conftest
+from conftest import one_line_error
+
+# Dynamo v0.2.0, examples/llm/configs/disagg.yaml (without its Planner section).
+UPSTREAM_DISAGG = {
+    "Common": {
+        "model": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+        "block-size": 64,
+        "max-model-len": 16384,
+        "kv-transfer-config": '{"kv_connector":"DynamoNixlConnector"}',
+    },
+    "Frontend": {
+        "served_model_name": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+        "endpoint": "dynamo.Processor.chat/completions",
+        "port": 8000,
+    },
+    "Processor": {"router": "round-robin", "common-configs": ["model", "block-size"]},
+    "VllmWorker": {
+        "remote-prefill": True,
+        "conditional-disagg": True,
+        "max-local-prefill-length": 10,
+        "max-prefill-queue-size": 2,
+        "ServiceArgs": {"workers": 1, "resources": {"gpu": 1}},
+        "common-configs": ["model", "block-size", "max-model-len", "kv-transfer-config"],
+    },
+    "PrefillWorker": {
+        "max-num-batched-tokens": 16384,
+        "ServiceArgs": {"workers": 1, "resources": {"gpu": 1}},
+        "common-configs": ["model", "block-size", "max-model-len", "kv-transfer-config"],
+    },
+}
+
+
+def rendered_yaml(dry_run_output: str) -> dict:
+    """The Dynamo config printed at the end of `--dry-run` (after its `# …/dynamo.yaml` line)."""
+    marker = next(
+        line
+        for line in dry_run_output.splitlines()
+        if line.startswith("# ") and line.endswith("/dynamo.yaml")
+    )
+    return yaml.safe_load(dry_run_output.split(marker + "\n", 1)[1])
+
+
+def test_dry_run_prints_processes_environment_and_config_and_starts_nothing(dynix, tmp_path):
+    proc = dynix("serve", "--graph", "echo", "--state-dir", tmp_path / "state", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    state = tmp_path / "state"
+    assert f"argv: {shutil.which('nats-server')} -js -sd {state}/nats -a 127.0.0.1 -p 4222" in out
+    assert f"--data-dir {state}/etcd --listen-client-urls http://127.0.0.1:2379" in out
+    assert f"serve graphs.echo:Frontend -f {state}/dynamo.yaml" in out
+    for line in (
+        "env: ETCD_ENDPOINTS=http://127.0.0.1:2379",
+        "env: NATS_SERVER=nats://127.0.0.1:4222",
+        "env: DYN_LOG=info",
+        "env: DYN_CIRCUS_ENDPOINT_PORT=41234",
+        "ready: GET http://127.0.0.1:8222/healthz",
+        "ready: GET http://127.0.0.1:2379/health",
+    ):
+        assert line in out
+    config = rendered_yaml(out)
+    assert list(config) == ["Common", "Frontend", "Processor", "EchoWorker", "EchoPrefillWorker"]
+    assert config["EchoWorker"]["max-local-prefill-length"] == 10
+    assert not state.exists()
+
+
+def test_dry_run_disagg_config_has_the_keys_dynamo_uses(dynix, tmp_path):
+    """Rendered only: the vLLM workers need GPUs, which this machine does not have."""
+    proc = dynix("serve", "--graph", "disagg", "--state-dir", tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "# GPUs: 2 needed, 0 present (nvidia-smi -L)" in proc.stdout
+    config = rendered_yaml(proc.stdout)
+    assert set(config) == set(UPSTREAM_DISAGG)
+    for service, keys in UPSTREAM_DISAGG.items():
+        for key, value in keys.items():
+            if key == "common-configs" and service == "Processor":
+                assert set(value) <= set(config[service][key])
+            else:
+                assert config[service][key] == value, (service, key)
+
+
+@pytest.mark.parametrize("graph", ["agg_router", "disagg_router"])
+def test_dry_run_router_graphs_have_a_kv_router(dynix, tmp_path, graph):
+    proc = dynix("serve", "--graph", graph, "--state-dir", tmp_path, "--dry-run",
+                 "--decode-workers", "2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    config = rendered_yaml(proc.stdout)
+    assert config["Common"]["router"] == "kv"
+    assert config["Router"] == {"min-workers": 1, "common-configs": ["model", "router"]}
+    assert "router" in config["VllmWorker"]["common-configs"]
+    assert config["VllmWorker"]["ServiceArgs"] == {"workers": 2, "resources": {"gpu": 1}}
+    assert ("PrefillWorker" in config) == (graph == "disagg_router")
+
+
+def test_no_gpu_defaults_to_the_echo_graph_and_says_so(dynix, tmp_path):
+    proc = dynix("serve", "--state-dir", tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "no GPU found (nvidia-smi -L): serving the GPU-free echo graph" in proc.stderr
+    assert "graphs.echo:Frontend" in proc.stdout
+
+
+def test_vllm_graph_without_gpus_is_refused_naming_the_count(dynix, tmp_path):
+    proc = dynix("serve", "--graph", "disagg", "--prefill-workers", "2", "--state-dir", tmp_path)
+    error = one_line_error(proc)
+    assert "the graph needs 3 GPUs (VllmWorker 1x1, PrefillWorker 2x1) but 0 are present" in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_taken_port_is_refused_before_anything_starts(dynix, tmp_path):
+    ports = stack_ports()
+    config = write_config(tmp_path / "dynix.toml", tmp_path / "state", ports, graph="echo")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports["etcd-peer-port"]))
+        taken.listen()
+        proc = dynix("serve", "--config", config, timeout=60)
+    error = one_line_error(proc)
+    assert f"port {ports['etcd-peer-port']} (etcd peer) on 127.0.0.1 is taken" in error
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[serve]\ngraph = "echo"\nport = \n', ":3:7: Empty value is invalid"),
+        ('[serve]\ngraph = "echo"\nport = "eighty"\n', ":3: serve.port must be an integer"),
+        ("[serve]\n\n[serve.decode]\nworkerz = 2\n", ":4: unknown key serve.decode.workerz"),
+        ('[serve]\ngraph = "gpt"\n', "graph must be one of disagg, agg"),
+    ],
+)
+def test_malformed_config_is_refused_with_its_line_and_left_untouched(
+    dynix, tmp_path, text, message
+):
+    config = tmp_path / "dynix.toml"
+    config.write_text(text)
+    before = hashlib.sha256(config.read_bytes()).hexdigest()
+    proc = dynix("serve", "--config", config, "--state-dir", tmp_path / "state")
+    error = one_line_error(proc)
+    assert error.startswith(f"Error: {config}")
+    assert message in error
+    assert hashlib.sha256(config.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "state").exists()
+
+
+def test_missing_program_is_named_with_how_to_get_it(dynix, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("etcd", "dynamo"):
+        (bin_dir / program).symlink_to(shutil.which(program))
+    proc = dynix("serve", "--graph", "echo", "--state-dir", tmp_path / "state",
+                 env={"PATH": str(bin_dir)})  # fmt: skip
+    error = one_line_error(proc)
+    assert "nats-server not found on PATH: apt-get install nats-server" in error
+    assert "nix run .#dynix" in error
+
+
+def test_missing_examples_for_a_vllm_graph_say_where_they_come_from(dynix, tmp_path):
+    proc = dynix("serve", "--graph", "agg", "--examples", tmp_path, "--state-dir", tmp_path)
+    assert "is not Dynamo's examples/llm (it has no graphs/ folder)" in one_line_error(proc)
+
+
+def test_control_plane_option_must_name_etcd_and_nats(dynix, tmp_path):
+    proc = dynix("serve", "--control-plane", "http://10.0.0.1:2379", "--role", "graph",
+                 "--state-dir", tmp_path, "--dry-run")  # fmt: skip
+    assert "--control-plane must be `local` or ETCD_URL" in one_line_error(proc)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare"
+)
+def test_loopback_only_network_is_refused_with_the_reason(tmp_path):
+    proc = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "dynix", "serve", "--graph", "echo",
+         "--state-dir", str(tmp_path / "state")],
+        env=conftest.test_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    error = one_line_error(proc)
+    assert "no network interface other than loopback has an IPv4 address" in error
+    assert "LocalIpAddressNotFound" in error
+
+
+def test_init_writes_a_commented_default_and_set_keeps_comments(dynix, tmp_path):
+    path = tmp_path / "dynix.toml"
+    assert dynix("serve", "init", path).returncode == 0
+    text = path.read_text()
+    assert "# Which Dynamo graph to serve" in text
+    again = dynix("serve", "init", path)
+    assert "already exists (use --force to overwrite it)" in one_line_error(again)
+    proc = dynix("serve", "init", path, "--set", "serve.port=9100", "--set", "serve.graph=echo")
+    assert proc.returncode == 0, proc.stderr
+    edited = path.read_text()
+    assert "port = 9100" in edited and 'graph = "echo"' in edited
+    assert "# Which Dynamo graph to serve" in edited
+    dry = dynix("serve", "--config", path, "--dry-run")
+    assert "port: 9100" in dry.stdout
+    bad = dynix("serve", "init", path, "--set", "serve.port=many")
+    assert "serve.port must be an integer, not 'many'" in one_line_error(bad)
+    assert path.read_text() == edited
+
+
+def test_status_without_a_stack_says_so(dynix, tmp_path):
+    proc = dynix("status", "--state-dir", tmp_path)
+    assert f"no stack has run from {tmp_path}" in one_line_error(proc)
+
+
+def test_serve_examples_ship_inside_the_package():
+    import dynix.serve.host as host
+
+    assert (host.ECHO_EXAMPLES / "graphs" / "echo.py").is_file()
+    assert Path(host.ECHO_EXAMPLES).parts[-2:] == ("serve", "examples")
