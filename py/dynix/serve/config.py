@@ -220,10 +220,9 @@ class StackConfig:
         for url in self.control_plane.etcd_urls:
             if not re.match(r"^https?://[^/]+", url):
                 raise DynixError(f"{where}etcd URL must look like http://HOST:PORT, not {url!r}")
-        if not re.match(r"^nats://[^/]+", self.control_plane.nats_url):
-            raise DynixError(
-                f"{where}NATS URL must look like nats://HOST:PORT, not {self.control_plane.nats_url!r}"
-            )
+        nats = self.control_plane.nats_url
+        if not re.match(r"^nats://[^/]+", nats):
+            raise DynixError(f"{where}NATS URL must look like nats://HOST:PORT, not {nats!r}")
 
 
 def _connect_host(host: str) -> str:

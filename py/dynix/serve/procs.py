@@ -7,6 +7,7 @@ records the process group of every descendant it sees and stops them all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -74,10 +75,8 @@ def members(pgids: set[int], table: dict[int, ProcInfo] | None = None) -> list[P
 
 def signal_groups(pgids: set[int], sig: int) -> None:
     for pgid in pgids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def stop_groups(pgids: set[int], grace: float, reap=None) -> list[ProcInfo]:
