@@ -70,7 +70,7 @@ def check_gpus(rendered: dict[str, Any], gpus: int) -> None:
     if needed > gpus:
         detail = ", ".join(f"{n.service} {n.workers}x{n.gpus_per_worker}" for n in needs)
         raise DynixError(
-            f"the graph needs {needed} GPUs ({detail}) but {gpus} "
+            f"the graph needs {needed} GPU{'s' if needed != 1 else ''} ({detail}) but {gpus} "
             f"{'is' if gpus == 1 else 'are'} present (nvidia-smi -L); "
             "use fewer workers, or --graph echo to run without GPUs"
         )
