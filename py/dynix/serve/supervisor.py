@@ -136,14 +136,17 @@ class Stack:
 
     # -- starting ----------------------------------------------------------------------------
     def _start_all(self) -> None:
-        for component in self.plan.components:
-            if component.name == "graph":
-                self._check_external_control_plane()
+        plane = [c for c in self.plan.components if c.health_url]
+        for component in plane:  # nats and etcd start side by side
             self._spawn(component)
-            if component.health_url:
-                self._wait_healthy(component)
+        for component in plane:
+            self._wait_healthy(component)
+        self._write_state()
+        graph = self.plan.component("graph")
+        if graph is not None:
+            self._check_external_control_plane()
+            self._spawn(graph)
             self._write_state()
-        if "graph" in self.running:
             self._wait_ready()
 
     def _spawn(self, component: Component) -> Running:
@@ -178,7 +181,7 @@ class Stack:
             if control_plane.healthy(component.health_url, timeout=0.5):
                 self.running[component.name].health = "healthy"
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise DynixError(
             f"{component.name} did not become healthy within {CONTROL_PLANE_TIMEOUT:g} s "
             f"({component.health_url}); see {self.logs / (component.name + '.log')}"
