@@ -108,6 +108,7 @@
                   click
                   tomlkit
                   pytest
+                  pyyaml
                   openai
                 ]
               ))
@@ -156,6 +157,7 @@
                       click
                       tomlkit
                       pytest
+                      pyyaml
                     ]
                   ))
                 ];
