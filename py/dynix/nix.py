@@ -8,7 +8,7 @@ nix.conf.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,7 @@ def path_info(
     recursive: bool = False,
     closure_size: bool = False,
     store: str | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> list[PathInfo]:
     """`nix path-info --json` for store paths or installables."""
     args = ["path-info", "--json"]
@@ -126,7 +127,7 @@ def path_info(
         args.append("--recursive")
     if closure_size:
         args.append("--closure-size")
-    data = _json(_nix([*args, *paths], store=store))
+    data = _json(_nix([*args, *paths], store=store, options=options))
     return [
         PathInfo(
             path=item["path"],
@@ -222,3 +223,114 @@ def hash_file(path: str) -> str:
 def parse_file(path: str) -> None:
     """Check that a `.nix` file parses (`nix-instantiate --parse`)."""
     process.run(["nix-instantiate", "--parse", path], error=NixError, what=f"parsing {path}")
+
+
+# -- builds with progress, signing keys, binary caches, configuration -------------------------
+# (used by `dynix build`, `dynix cache` and `dynix doctor`)
+
+# Nix remembers for an hour that a cache lacked a path (`narinfo-cache-negative-ttl`); a cache
+# dynix has just pushed to must be asked again.
+FRESH = {"narinfo-cache-negative-ttl": "0"}
+
+
+def show_config() -> dict[str, Any]:
+    """`nix show-config --json`, as {setting: value}."""
+    data = _json(_nix(["show-config", "--json"]))
+    return {key: entry.get("value") for key, entry in data.items()}
+
+
+def build_with_progress(
+    installables: Sequence[str],
+    on_line: Callable[[str], None],
+    *,
+    error_text: Callable[[], str] | None = None,
+    system: str | None = None,
+    options: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[Built]:
+    """`nix build --json --no-link` with Nix's structured log handed line by line to `on_line`.
+
+    The log is `--log-format internal-json -v` (see `dynix.progress`); `error_text` turns it back
+    into plain text for the error raised when the build fails.
+    """
+    argv = ["nix", *EXPERIMENTAL, "build", "--json", "--no-link"]
+    argv += ["--log-format", "internal-json", "-v"]
+    if system:
+        argv += ["--system", system]
+    for key, value in (options or {}).items():
+        argv += ["--option", key, value]
+    argv += [*extra_args, *installables]
+    result = process.stream(argv, on_line, error=NixError, what="nix build", error_text=error_text)
+    data = _json(result)
+    return [Built(item.get("drvPath", ""), dict(item.get("outputs", {}))) for item in data]
+
+
+def derivation_outputs(installables: Sequence[str], *, system: str | None = None) -> list[str]:
+    """The output paths of installables, by evaluation only (`nix show-derivation`)."""
+    args = ["show-derivation"]
+    if system:
+        args += ["--system", system]
+    data = _json(_nix([*args, *installables]))
+    return [out["path"] for drv in data.values() for out in drv.get("outputs", {}).values()]
+
+
+def generate_secret_key(key_name: str) -> str:
+    """A new ed25519 signing key, `NAME:base64` (`nix key generate-secret`); never logged."""
+    return _nix(["key", "generate-secret", "--key-name", key_name]).stdout.strip()
+
+
+def public_key_of(secret_key: str) -> str:
+    """The public half of a secret signing key (`nix key convert-secret-to-public`, on stdin)."""
+    return _nix(["key", "convert-secret-to-public"], input=secret_key).stdout.strip()
+
+
+def sign(paths: Sequence[str], key_file: str, *, recursive: bool = False) -> None:
+    """Sign store paths in the local store with the key in `key_file` (passed by path)."""
+    if not paths:
+        return
+    args = ["store", "sign", "--key-file", key_file]
+    if recursive:
+        args.append("--recursive")
+    _nix([*args, *paths], what="signing")
+
+
+def copy(
+    paths: Sequence[str],
+    *,
+    to: str | None = None,
+    source: str | None = None,
+    store: str | None = None,
+    recursive: bool = True,
+    options: Mapping[str, str] | None = None,
+    what: str = "",
+) -> process.Result:
+    """`nix copy` of paths (or installables) `--to` a store or `--from` one."""
+    if not paths:
+        return process.Result([], 0, "", "")
+    args = ["copy"]
+    if to:
+        args += ["--to", to]
+    if source:
+        args += ["--from", source]
+    if not recursive:
+        args.append("--no-recursive")
+    return _nix([*args, *paths], store=store, options=options, what=what or "nix copy")
+
+
+def query_paths(
+    store: str, paths: Sequence[str], *, options: Mapping[str, str] | None = None
+) -> dict[str, PathInfo]:
+    """Which of `paths` `store` holds: one `nix path-info --json` call per 10,000 paths."""
+    held: dict[str, PathInfo] = {}
+    unique = list(dict.fromkeys(paths))
+    for start in range(0, len(unique), 10_000):
+        chunk = unique[start : start + 10_000]
+        for info in path_info(chunk, store=store, options={**FRESH, **(options or {})}):
+            if info.valid:
+                held[info.path] = info
+    return held
+
+
+def ping_store(url: str, *, timeout: float = 15) -> None:
+    """`nix store ping --store URL`: raises `NixError` when the store does not answer."""
+    _nix(["store", "ping"], store=url, what=f"nix store ping {url}", timeout=timeout)

@@ -11,7 +11,9 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -80,6 +82,68 @@ def run(
     result = Result(argv, proc.returncode, proc.stdout or "", proc.stderr or "")
     if check and proc.returncode != 0:
         raise error(argv, proc.returncode, result.stderr, what=what)
+    return result
+
+
+def stream(
+    argv: Sequence[str],
+    on_stderr_line: Callable[[str], None],
+    *,
+    check: bool = True,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    error: type[CommandError] = CommandError,
+    what: str = "",
+    error_text: Callable[[], str] | None = None,
+    keep_lines: int = 200,
+) -> Result:
+    """Run `argv` to completion, handing each line of its stderr to `on_stderr_line` as it comes.
+
+    For long-running commands whose stderr carries progress (Nix's `--log-format internal-json`).
+    stdout is captured whole and returned; of stderr the last `keep_lines` lines are kept. On a
+    non-zero exit with `check`, `error` is raised; its stderr text is `error_text()` when given
+    (the caller's plain-text reading of a structured log), else the kept lines.
+    """
+    argv = [str(a) for a in argv]
+    _log_command(argv, cwd)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=_environ(env, extra_env),
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            errors="replace",
+            bufsize=1,
+        )
+    except FileNotFoundError as exc:
+        raise DynixError(f"{argv[0]}: program not found on PATH") from exc
+    chunks: list[str] = []
+    assert proc.stdout is not None and proc.stderr is not None
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    tail: deque[str] = deque(maxlen=keep_lines)
+    try:
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            tail.append(line)
+            on_stderr_line(line)
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        reader.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    result = Result(argv, proc.returncode, "".join(chunks), "\n".join(tail))
+    if check and proc.returncode != 0:
+        text = error_text() if error_text else result.stderr
+        raise error(argv, proc.returncode, text or result.stderr, what=what)
     return result
 
 

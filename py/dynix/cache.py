@@ -1,0 +1,319 @@
+"""Binary caches: push signed closures to them, pull from them trusting only their key, and ask
+them which paths they hold.
+
+A cache is any Nix store URL (`file://`, `http(s)://`, `s3://`, `ssh://`, `ssh-ng://`) or a
+cachix cache (`dynix.config.Cache`). Nix does the work (`dynix.nix`): dynix first asks the cache
+for the whole closure in one `nix path-info --store URL` call, then signs and copies only what
+is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import log, nix, process
+from .config import Cache, parse_key, public_from_secret
+from .errors import CommandError, DynixError, NixError
+
+STORE_DIR = "/nix/store"
+_UNSIGNED = re.compile(r"cannot add path '([^']+)' because it lacks a valid signature")
+
+
+# -- keys -------------------------------------------------------------------------------------
+def check_secret_key_file(path: Path, *, public_key: str | None = None) -> str:
+    """Check a secret key file (exists, private to its owner, a Nix secret key, matching
+    `public_key`) and return its public key. The key itself is never shown."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DynixError(f"secret key file {path} does not exist") from None
+    except OSError as exc:
+        raise DynixError(f"cannot read secret key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DynixError(f"secret key file {path} is not a regular file")
+    if st.st_mode & 0o077:
+        mode = stat.S_IMODE(st.st_mode)
+        raise DynixError(
+            f"secret key file {path} is readable by other users (mode {mode:04o}): chmod 600 {path}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DynixError(f"cannot read secret key file {path}: {exc}") from None
+    try:
+        public = public_from_secret(text)
+    except DynixError:
+        raise DynixError(f"{path} does not hold a Nix secret key (NAME:BASE64)") from None
+    if public_key and public != public_key.strip():
+        raise DynixError(f"secret key file {path} does not match the public key {public_key}")
+    return public
+
+
+def write_secret_key(path: Path, secret_key: str) -> None:
+    """Create `path` (mode 0600, never replacing an existing file) holding `secret_key`."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise DynixError(f"{path} exists: dynix never overwrites a key (use --out)") from None
+    except OSError as exc:
+        raise DynixError(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(secret_key + "\n")
+
+
+def signing_key(cache: Cache) -> Path:
+    """The checked secret key file of `cache`, for pushing."""
+    path = cache.secret_key_path()
+    if path is None:
+        raise DynixError(
+            f"cache {cache.name!r} has no secret-key-file to sign with: "
+            f"run `dynix cache keygen {cache.name}`"
+        )
+    check_secret_key_file(path, public_key=cache.public_key)
+    return path
+
+
+# -- which paths ------------------------------------------------------------------------------
+def is_store_path(arg: str) -> bool:
+    return arg.startswith(STORE_DIR + "/") and not arg.endswith(".drv")
+
+
+def output_paths(installables: Sequence[str], *, system: str | None = None) -> list[str]:
+    """Store paths as given (a `./result` link is followed); other installables are
+    evaluated (not built) to their output paths."""
+    paths: list[str] = []
+    to_evaluate: list[str] = []
+    for arg in installables:
+        real = os.path.realpath(arg) if os.path.islink(arg) else arg
+        (paths if is_store_path(real) else to_evaluate).append(real)
+    if to_evaluate:
+        paths += nix.derivation_outputs(to_evaluate, system=system)
+    return list(dict.fromkeys(paths))
+
+
+def local_closure(installables: Sequence[str]) -> list[nix.PathInfo]:
+    """The closure of installables in the local store (built first when they are not)."""
+    return nix.path_info(list(installables), recursive=True)
+
+
+# -- status -----------------------------------------------------------------------------------
+@dataclass
+class CacheStatus:
+    cache: Cache
+    held: dict[str, nix.PathInfo] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class Status:
+    paths: list[nix.PathInfo]
+    not_local: list[str]  # top-level paths not in the local store: their closure is unknown
+    caches: list[CacheStatus]
+
+    def to_json(self) -> dict[str, Any]:
+        all_paths = [p.path for p in self.paths] + self.not_local
+        sizes = {p.path: p.nar_size for p in self.paths}
+        out: dict[str, Any] = {"paths": all_paths, "notLocal": self.not_local, "caches": {}}
+        for cs in self.caches:
+            held = [p for p in all_paths if p in cs.held]
+            out["caches"][cs.cache.name] = {
+                "url": cs.cache.url,
+                "error": cs.error,
+                "held": held,
+                "missing": [p for p in all_paths if p not in cs.held],
+                "heldBytes": sum(sizes.get(p, cs.held[p].nar_size) for p in held),
+                "missingBytes": sum(sizes.get(p, 0) for p in all_paths if p not in cs.held),
+            }
+        return out
+
+
+def status(caches: Sequence[Cache], installables: Sequence[str]) -> Status:
+    """Which paths of the installables' closure each cache holds: one query per cache."""
+    tops = output_paths(installables)
+    local = {p.path for p in nix.path_info(tops) if p.valid}
+    closure = nix.path_info([p for p in tops if p in local], recursive=True) if local else []
+    not_local = [p for p in tops if p not in local]
+    paths = [p.path for p in closure] + not_local
+    result = []
+    for cache in caches:
+        cs = CacheStatus(cache)
+        try:
+            cs.held = nix.query_paths(cache.url, paths)
+        except CommandError as exc:
+            cs.error = exc.tail or str(exc)
+        result.append(cs)
+    return Status(closure, not_local, result)
+
+
+# -- push -------------------------------------------------------------------------------------
+@dataclass
+class PushReport:
+    cache: str
+    present: int
+    present_bytes: int
+    uploaded: int
+    uploaded_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cache": self.cache,
+            "alreadyPresent": {"paths": self.present, "narBytes": self.present_bytes},
+            "uploaded": {"paths": self.uploaded, "narBytes": self.uploaded_bytes},
+        }
+
+
+def cachix_push_argv(cache: Cache, paths: Sequence[str]) -> list[str]:
+    """The `cachix push` command line for `paths` (which cachix reads from stdin)."""
+    if not cache.cachix:
+        raise DynixError(f"cache {cache.name!r} is not a cachix cache")
+    return ["cachix", "push", cache.cachix]
+
+
+def cachix_env(cache: Cache, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """What `cachix push` needs in its environment: an auth token (from the environment or
+    cachix's own config) and, for a self-signed cache, the signing key from the key file."""
+    environ = dict(os.environ if environ is None else environ)
+    dhall = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "cachix/cachix.dhall"
+    if not environ.get("CACHIX_AUTH_TOKEN") and not dhall.is_file():
+        raise DynixError(
+            f"pushing to cachix cache {cache.cachix!r} needs CACHIX_AUTH_TOKEN in the environment "
+            "(or `cachix authtoken`)"
+        )
+    extra: dict[str, str] = {}
+    key = cache.secret_key_path()
+    if key is not None and not environ.get("CACHIX_SIGNING_KEY"):
+        check_secret_key_file(key, public_key=cache.public_key)
+        # cachix takes the key's base64 part alone
+        extra["CACHIX_SIGNING_KEY"] = key.read_text(encoding="utf-8").strip().partition(":")[2]
+    return extra
+
+
+def push(cache: Cache, installables: Sequence[str]) -> PushReport:
+    """Sign and copy what the cache lacks of the installables' closure."""
+    key = None if cache.cachix else signing_key(cache)
+    env = cachix_env(cache) if cache.cachix else {}
+    closure = local_closure(installables)
+    held = nix.query_paths(cache.url, [p.path for p in closure])
+    missing = [p for p in closure if p.path not in held]
+    present = [p for p in closure if p.path in held]
+    log.info(
+        f"{cache.name}: {len(present)} of {len(closure)} paths already there, "
+        f"uploading {len(missing)}"
+    )
+    paths = [p.path for p in missing]
+    if paths and cache.cachix:
+        process.run(
+            cachix_push_argv(cache, paths),
+            input="\n".join(paths) + "\n",
+            extra_env=env,
+            stderr_to_terminal=True,
+            what=f"cachix push {cache.cachix}",
+        )
+    elif paths:
+        assert key is not None
+        nix.sign(paths, str(key))
+        nix.copy(paths, to=cache.url, recursive=False, what=f"copying to {cache.name}")
+    return PushReport(
+        cache.name,
+        len(present),
+        sum(p.nar_size for p in present),
+        len(missing),
+        sum(p.nar_size for p in missing),
+    )
+
+
+# -- pull -------------------------------------------------------------------------------------
+def pull(cache: Cache, installables: Sequence[str], *, store: str | None = None) -> int:
+    """Copy the installables' closure from `cache`, accepting only paths signed by its key.
+
+    Returns how many paths were copied.
+    """
+    if not cache.public_key:
+        raise DynixError(
+            f"cache {cache.name!r} has no public-key to check signatures with: "
+            f"dynix cache add {cache.name} URL --public-key KEY"
+        )
+    parse_key(cache.public_key)
+    paths = output_paths(installables)
+    options = {
+        **nix.FRESH,
+        "trusted-public-keys": cache.public_key,
+        "require-sigs": "true",
+        "substituters": "",
+    }
+    try:
+        result = nix.copy(
+            paths, source=cache.url, store=store, options=options, what=f"pulling from {cache.name}"
+        )
+    except NixError as exc:
+        match = _UNSIGNED.search(exc.stderr)
+        if match:
+            key_name = cache.public_key.partition(":")[0]
+            raise DynixError(
+                f"refused {match.group(1)} from cache {cache.name!r}: "
+                f"not signed by its key {key_name}"
+            ) from None
+        raise
+    copied = re.search(r"copying (\d+) paths", result.stderr)
+    if copied:
+        return int(copied.group(1))
+    return 1 if "copying 1 path" in result.stderr or "copying path" in result.stderr else 0
+
+
+# -- nix.conf ---------------------------------------------------------------------------------
+def nix_conf_lines(caches: Sequence[Cache]) -> list[str]:
+    """The nix.conf lines that make Nix substitute from `caches`, trusting their keys."""
+    missing = [c.name for c in caches if not c.public_key]
+    if missing:
+        name = missing[0]
+        hint = f"dynix cache add {name} URL --public-key K"
+        raise DynixError(f"cache {name!r} has no public-key ({hint})")
+    return [
+        "extra-substituters = " + " ".join(c.url for c in caches),
+        "extra-trusted-public-keys = " + " ".join(str(c.public_key) for c in caches),
+    ]
+
+
+def substituter_options(caches: Sequence[Cache]) -> dict[str, str]:
+    """`--option`s adding `caches` as substituters for one Nix call (`dynix build`)."""
+    caches = [c for c in caches if c.public_key]
+    if not caches:
+        return {}
+    return {
+        "extra-substituters": " ".join(c.url for c in caches),
+        "extra-trusted-public-keys": " ".join(str(c.public_key) for c in caches),
+    }
+
+
+def user_nix_conf() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "nix" / "nix.conf"
+
+
+def append_nix_conf(path: Path, lines: Sequence[str]) -> list[str]:
+    """Append the `lines` not already in `path` (created if need be); returns those added."""
+    try:
+        existing = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        existing = []
+    except OSError as exc:
+        raise DynixError(f"cannot read {path}: {exc.strerror}") from None
+    new = [line for line in lines if line not in (e.strip() for e in existing)]
+    if new:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                if existing and existing[-1].strip():
+                    handle.write("\n")
+                handle.write("\n".join(new) + "\n")
+        except OSError as exc:
+            raise DynixError(f"cannot write {path}: {exc.strerror}") from None
+    return new
