@@ -233,9 +233,17 @@ def parse_file(path: str) -> None:
 FRESH = {"narinfo-cache-negative-ttl": "0"}
 
 
-def show_config() -> dict[str, Any]:
-    """`nix show-config --json`, as {setting: value}."""
-    data = _json(_nix(["show-config", "--json"]))
+def show_config(*, features: str | None = None) -> dict[str, Any]:
+    """`nix show-config --json`, as {setting: value}.
+
+    dynix turns on `nix-command flakes` for its calls; `features="nix-command"` shows instead
+    what the user's own configuration enables (`show-config` itself needs nix-command).
+    """
+    if features is None:
+        data = _json(_nix(["show-config", "--json"]))
+    else:
+        argv = ["nix", "--extra-experimental-features", features, "show-config", "--json"]
+        data = _json(process.run(argv, error=NixError, what="nix show-config"))
     return {key: entry.get("value") for key, entry in data.items()}
 
 

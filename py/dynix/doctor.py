@@ -1,0 +1,271 @@
+"""`dynix doctor`'s checks: is this machine ready to build, share and serve the stack?
+
+Each check gives `ok`, `warn` or `fail`, what it saw, and for anything but ok a one-line fix.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from . import nix, platforms, process
+from .config import Config
+from .errors import DynixError
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+PROBE = "/nix/store/00000000000000000000000000000000-dynix-doctor-probe"
+
+# CUDA 12.8 (the default CUDA of the pinned nixpkgs) needs an NVIDIA driver >= 570.26 on Linux:
+# NVIDIA CUDA Toolkit Release Notes, table "CUDA Toolkit and Corresponding Driver Versions",
+# row "CUDA 12.8 GA: >= 570.26" (Linux x86_64; the same driver branch serves arm64-sbsa/GB200).
+CUDA = "12.8"
+MIN_DRIVER = (570, 26)
+
+# The serving stack's default ports: NATS client and monitoring, etcd client and peer, HTTP API.
+PORTS = {
+    4222: "nats",
+    8222: "nats monitoring",
+    2379: "etcd client",
+    2380: "etcd peer",
+    8000: "http",
+}
+
+# Nix 2.8 prints `experimental-features` as numbers (its ExperimentalFeature enum), later
+# versions as names.
+_FEATURES_2_8 = [
+    "ca-derivations",
+    "impure-derivations",
+    "flakes",
+    "nix-command",
+    "recursive-nix",
+    "no-url-literals",
+    "fetch-closure",
+]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.strip().split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def feature_names(value: Sequence[Any], nix_version: str) -> list[str]:
+    names = []
+    for item in value:
+        if isinstance(item, int) and nix_version.startswith("2.8."):
+            names.append(_FEATURES_2_8[item] if item < len(_FEATURES_2_8) else str(item))
+        else:
+            names.append(str(item))
+    return names
+
+
+def check_nix() -> tuple[list[Check], dict[str, Any] | None]:
+    if not process.which("nix"):
+        return [Check("nix", FAIL, "nix not found on PATH", "install Nix (Debian: nix-bin)")], None
+    try:
+        version = nix.version()
+        user_config = nix.show_config(features="nix-command")
+        config = nix.show_config()
+    except DynixError as exc:
+        return [Check("nix", FAIL, str(exc), "check that `nix --version` works")], None
+    checks = []
+    if parse_version(version) >= (2, 8):
+        checks.append(Check("nix", OK, f"Nix {version}"))
+    else:
+        checks.append(Check("nix", WARN, f"Nix {version} is older than 2.8", "upgrade Nix"))
+    features = feature_names(user_config.get("experimental-features") or [], version)
+    if {"nix-command", "flakes"} <= set(features):
+        checks.append(Check("experimental features", OK, " ".join(features)))
+    else:
+        checks.append(
+            Check(
+                "experimental features",
+                WARN,
+                f"nix.conf enables: {' '.join(features) or 'none'} (dynix enables flakes itself)",
+                "for plain `nix`: experimental-features = nix-command flakes in nix.conf",
+            )
+        )
+    subs = config.get("substituters") or []
+    keys = config.get("trusted-public-keys") or []
+    checks.append(
+        Check(
+            "substituters",
+            OK if subs else WARN,
+            f"{' '.join(subs) or 'none'}; {len(keys)} trusted keys",
+            "" if subs else "everything is built locally: add a cache (dynix cache add/use)",
+        )
+    )
+    extra = " ".join(config.get("extra-platforms") or []) or "none"
+    checks.append(Check("system", OK, f"{config.get('system')}, extra-platforms: {extra}"))
+    return checks, config
+
+
+def check_binfmt() -> Check:
+    entry = platforms.binfmt_entry("aarch64-linux")
+    if entry:
+        return Check("binfmt aarch64", OK, f"{entry} enabled")
+    return Check(
+        "binfmt aarch64",
+        WARN,
+        "no enabled qemu-aarch64 entry in /proc/sys/fs/binfmt_misc",
+        "apt install qemu-user-static binfmt-support; update-binfmts --enable qemu-aarch64",
+    )
+
+
+def check_targets(config: dict[str, Any], builders: Sequence[platforms.Builder]) -> list[Check]:
+    checks = []
+    for system in ("aarch64-linux", "x86_64-linux"):
+        try:
+            way = platforms.route(system, config, builders)
+        except DynixError as exc:
+            why, _, fix = str(exc).partition("; ")
+            checks.append(Check(f"build {system}", WARN, why, fix))
+            continue
+        detail = way.how + (f" ({way.detail})" if way.detail else "")
+        checks.append(Check(f"build {system}", OK, detail))
+    return checks
+
+
+def check_builders(builders: Sequence[platforms.Builder], timeout: float) -> list[Check]:
+    checks = []
+    for builder in builders:
+        name = f"builder {builder.uri}"
+        try:
+            nix.ping_store(builder.uri, timeout=timeout)
+        except DynixError as exc:
+            detail = getattr(exc, "tail", "") or str(exc)
+            fix = "check `ssh HOST nix-store --version` works for this user (keys, known_hosts)"
+            checks.append(Check(name, FAIL, f"does not answer: {detail}", fix))
+            continue
+        checks.append(Check(name, OK, f"answers ({', '.join(builder.systems) or 'any system'})"))
+    return checks
+
+
+def check_caches(cfg: Config, timeout: float) -> list[Check]:
+    checks = []
+    for cache in cfg.caches.values():
+        name = f"cache {cache.name}"
+        if not cache.public_key:
+            fix = f"dynix cache remove {cache.name}, then add it with --public-key"
+            checks.append(Check(name, WARN, f"{cache.url} has no public key", fix))
+            continue
+        if cache.url.startswith("file://"):
+            folder = Path(urlparse(cache.url).path)
+            if not (folder / "nix-cache-info").is_file():
+                fix = f"dynix cache push INSTALLABLE --to {cache.name} creates it"
+                checks.append(Check(name, WARN, f"{folder} holds no binary cache yet", fix))
+                continue
+        else:
+            try:
+                # `nix store ping` trusts Nix's memory of a binary cache; asking for a path
+                # does reach the server.
+                nix.query_paths(cache.url, [PROBE], options={"download-attempts": "1"})
+            except DynixError as exc:
+                detail = getattr(exc, "tail", "") or str(exc)
+                checks.append(
+                    Check(name, WARN, f"{cache.url} does not answer: {detail}", "check the URL")
+                )
+                continue
+        checks.append(Check(name, OK, f"{cache.url} answers"))
+    return checks
+
+
+def check_gpus(run: Callable[..., process.Result] = process.run) -> Check:
+    want = ".".join(map(str, MIN_DRIVER))
+    if not process.which("nvidia-smi"):
+        return Check(
+            "gpu",
+            WARN,
+            "no nvidia-smi: no NVIDIA driver here (building needs none; serving does)",
+            f"on GPU hosts install the NVIDIA driver >= {want}",
+        )
+    argv = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+    result = run(argv, check=False)
+    if result.returncode != 0:
+        return Check("gpu", FAIL, f"nvidia-smi failed: {result.stderr.strip()}", "check the driver")
+    gpus = [line.split(",") for line in result.stdout.splitlines() if line.strip()]
+    if not gpus:
+        return Check("gpu", WARN, "nvidia-smi lists no GPU", "check the driver")
+    names = sorted({g[0].strip() for g in gpus})
+    drivers = sorted({g[1].strip() for g in gpus if len(g) > 1})
+    oldest = min((parse_version(d) for d in drivers), default=())
+    detail = f"{len(gpus)} x {', '.join(names)}, driver {', '.join(drivers)}"
+    if oldest >= MIN_DRIVER:
+        return Check("gpu", OK, f"{detail} (CUDA {CUDA} needs >= {want})")
+    return Check(
+        "gpu",
+        FAIL,
+        f"{detail}: CUDA {CUDA} needs driver >= {want}",
+        f"upgrade the NVIDIA driver to >= {want}",
+    )
+
+
+def check_programs() -> list[Check]:
+    checks = []
+    for program, package in (("nats-server", "nats-server"), ("etcd", "etcd-server")):
+        path = process.which(program)
+        if path:
+            checks.append(Check(program, OK, path))
+        else:
+            checks.append(Check(program, WARN, "not on PATH", f"apt install {package}"))
+    return checks
+
+
+def port_free(port: int, host: str = "0.0.0.0") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(ports: dict[int, str] | None = None) -> list[Check]:
+    checks = []
+    for port, what in (ports or PORTS).items():
+        if port_free(port):
+            checks.append(Check(f"port {port}", OK, f"free ({what})"))
+        else:
+            checks.append(
+                Check(
+                    f"port {port}",
+                    WARN,
+                    f"in use: {what} of the stack cannot listen there",
+                    f"stop what listens on {port} (ss -ltnp 'sport = :{port}')",
+                )
+            )
+    return checks
+
+
+def run_all(cfg: Config, *, timeout: float = 15) -> list[Check]:
+    checks, config = check_nix()
+    checks.append(check_binfmt())
+    if config is not None:
+        spec = "; ".join(filter(None, [cfg.builders, str(config.get("builders") or "")]))
+        builders = platforms.parse_builders(spec)
+        checks += check_targets(config, builders)
+        checks += check_builders(builders, timeout)
+        checks += check_caches(cfg, timeout)
+    checks.append(check_gpus())
+    checks += check_programs()
+    checks += check_ports()
+    return checks
