@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import log, nix, process
+from . import log, nix, process, progress
 from .config import Cache, parse_key, public_from_secret
 from .errors import CommandError, DynixError, NixError
 
@@ -99,9 +99,27 @@ def output_paths(installables: Sequence[str], *, system: str | None = None) -> l
     return list(dict.fromkeys(paths))
 
 
+def realise(installables: Sequence[str]) -> list[str]:
+    """Store paths as given; other installables built (with progress on stderr) to outputs."""
+    paths: list[str] = []
+    to_build: list[str] = []
+    for arg in installables:
+        real = os.path.realpath(arg) if os.path.islink(arg) else arg
+        (paths if is_store_path(real) else to_build).append(real)
+    if to_build:
+        log = progress.BuildLog()
+        display = progress.Display(log)
+        try:
+            built = nix.build_with_progress(to_build, display, error_text=log.state.error_text)
+        finally:
+            display.finish()
+        paths += [out for b in built for out in b.outputs.values()]
+    return list(dict.fromkeys(paths))
+
+
 def local_closure(installables: Sequence[str]) -> list[nix.PathInfo]:
     """The closure of installables in the local store (built first when they are not)."""
-    return nix.path_info(list(installables), recursive=True)
+    return nix.path_info(realise(installables), recursive=True)
 
 
 # -- status -----------------------------------------------------------------------------------

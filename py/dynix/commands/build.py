@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .. import cache as caches
 from .. import log, nix, platforms
-from ..config import Config
 from ..errors import NixError
 from ..output import emit_json
 from ..progress import BuildLog, Display
-from .cache import config_option
+from .cache import config_option, load_config
 
 
 @click.command()
@@ -31,18 +28,19 @@ from .cache import config_option
 @click.option("--print-build-logs", "-L", is_flag=True, help="Show every build-log line.")
 @click.option("--json", "as_json", is_flag=True, help="Print installable → outputs as JSON.")
 @config_option
+@click.pass_context
 def build(
+    ctx: click.Context,
     installables: tuple[str, ...],
     system: str | None,
     builders: str | None,
     cache_names: tuple[str, ...],
     print_build_logs: bool,
     as_json: bool,
-    config_path: Path | None,
 ) -> None:
     """Build INSTALLABLES (default: the flake in this folder) and print their store paths."""
     installables = installables or (".",)
-    cfg = Config.load(config_path)
+    cfg = load_config(ctx)
     chosen = [cfg.cache(n) for n in cache_names] if cache_names else list(cfg.caches.values())
     options = caches.substituter_options(chosen)
     builders = builders if builders is not None else cfg.builders

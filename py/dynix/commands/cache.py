@@ -14,27 +14,37 @@ from ..errors import DynixError
 from ..output import emit_json, table
 from ..progress import human_bytes
 
+CONFIG_KEY = "dynix.config"
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta[CONFIG_KEY] = value
+
+
+# Accepted before and after the subcommand: `dynix cache --config F list`, `dynix cache list
+# --config F`.
 config_option = click.option(
     "--config",
-    "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
+    expose_value=False,
+    callback=_remember_config,
     help="The dynix config file (default: ./dynix.toml, else ~/.config/dynix/config.toml).",
 )
 
 
-def _config(ctx: click.Context) -> Config:
-    return Config.load((ctx.obj or {}).get("config"))
+def load_config(ctx: click.Context) -> Config:
+    return Config.load(ctx.meta.get(CONFIG_KEY))
 
 
 @click.group()
 @config_option
-@click.pass_context
-def cache(ctx: click.Context, config_path: Path | None) -> None:
+def cache() -> None:
     """Binary caches: add them, push signed builds, pull trusting their key, see what they hold."""
-    ctx.obj = {"config": config_path}
 
 
 @cache.command()
+@config_option
 @click.argument("name")
 @click.argument("url")
 @click.option("--public-key", help="The cache's public key, NAME:BASE64 (trusted when pulling).")
@@ -62,7 +72,7 @@ def add(
         key_path = secret_key_file.expanduser().resolve()
         derived = caches.check_secret_key_file(key_path, public_key=public_key)
         public_key = public_key or derived
-    cfg = _config(ctx)
+    cfg = load_config(ctx)
     if name in cfg.caches:
         raise DynixError(
             f"cache {name!r} is already in {cfg.path} ({cfg.caches[name].url}): "
@@ -74,11 +84,12 @@ def add(
 
 
 @cache.command("list")
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the caches as JSON.")
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """The configured caches."""
-    cfg = _config(ctx)
+    cfg = load_config(ctx)
     if as_json:
         emit_json([c.to_json() for c in cfg.caches.values()])
         return
@@ -93,17 +104,19 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 
 
 @cache.command()
+@config_option
 @click.argument("name")
 @click.pass_context
 def remove(ctx: click.Context, name: str) -> None:
     """Forget cache NAME (its key files are left where they are)."""
-    cfg = _config(ctx)
+    cfg = load_config(ctx)
     cfg.remove_cache(name)
     cfg.save()
     log.info(f"removed cache {name} from {cfg.path}")
 
 
 @cache.command()
+@config_option
 @click.argument("name")
 @click.option(
     "--out",
@@ -115,7 +128,7 @@ def remove(ctx: click.Context, name: str) -> None:
 def keygen(ctx: click.Context, name: str, out: Path | None, key_name: str | None) -> None:
     """Make a signing key pair for cache NAME: the secret key goes to a new file (mode 0600),
     the public key into the config."""
-    cfg = _config(ctx)
+    cfg = load_config(ctx)
     entry = cfg.cache(name)
     if entry.cachix:
         raise DynixError(f"{name!r} is a cachix cache: make its key with cachix generate-keypair")
@@ -135,6 +148,7 @@ def keygen(ctx: click.Context, name: str, out: Path | None, key_name: str | None
 
 
 @cache.command()
+@config_option
 @click.argument("installables", nargs=-1, required=True)
 @click.option("--to", "to", required=True, help="The cache to push to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -144,7 +158,7 @@ def push(ctx: click.Context, installables: tuple[str, ...], to: str, as_json: bo
 
     Only what the cache lacks is signed and uploaded.
     """
-    target = _config(ctx).cache(to)
+    target = load_config(ctx).cache(to)
     report = caches.push(target, installables)
     if as_json:
         emit_json(report.to_json())
@@ -156,13 +170,14 @@ def push(ctx: click.Context, installables: tuple[str, ...], to: str, as_json: bo
 
 
 @cache.command()
+@config_option
 @click.argument("installables", nargs=-1, required=True)
 @click.option("--from", "source", required=True, help="The cache to pull from.")
 @click.option("--store", help="The Nix store to pull into (default: the local store).")
 @click.pass_context
 def pull(ctx: click.Context, installables: tuple[str, ...], source: str, store: str | None) -> None:
     """Fetch INSTALLABLES from a cache, accepting only paths signed with its key."""
-    origin = _config(ctx).cache(source)
+    origin = load_config(ctx).cache(source)
     count = caches.pull(origin, installables, store=store)
     log.info(f"{origin.name}: {count} paths copied")
     for path in caches.output_paths(installables):
@@ -170,6 +185,7 @@ def pull(ctx: click.Context, installables: tuple[str, ...], source: str, store: 
 
 
 @cache.command()
+@config_option
 @click.argument("names", nargs=-1, required=True)
 @click.option(
     "--write-nix-conf",
@@ -183,7 +199,7 @@ def pull(ctx: click.Context, installables: tuple[str, ...], source: str, store: 
 @click.pass_context
 def use(ctx: click.Context, names: tuple[str, ...], nix_conf: str | None) -> None:
     """The nix.conf lines that make Nix substitute from the caches NAMES."""
-    cfg = _config(ctx)
+    cfg = load_config(ctx)
     lines = caches.nix_conf_lines([cfg.cache(n) for n in names])
     if nix_conf is None:
         click.echo("\n".join(lines))
@@ -195,6 +211,7 @@ def use(ctx: click.Context, names: tuple[str, ...], nix_conf: str | None) -> Non
 
 
 @cache.command()
+@config_option
 @click.argument("installables", nargs=-1, required=True)
 @click.option("--cache", "names", multiple=True, help="Only these caches (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -203,7 +220,7 @@ def status(
     ctx: click.Context, installables: tuple[str, ...], names: tuple[str, ...], as_json: bool
 ) -> None:
     """Which paths of the closure of INSTALLABLES each configured cache holds."""
-    cfg = _config(ctx)
+    cfg = load_config(ctx)
     chosen = [cfg.cache(n) for n in names] if names else list(cfg.caches.values())
     if not chosen:
         raise DynixError(f"no caches in {cfg.path}: dynix cache add NAME URL")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from .. import doctor as checks
-from ..config import Config
 from ..output import emit_json, table
-from .cache import config_option
+from .cache import config_option, load_config
 
 
 @click.command()
@@ -19,12 +17,13 @@ from .cache import config_option
     "--timeout", default=15.0, show_default=True, help="Seconds to wait for each builder or cache."
 )
 @config_option
-def doctor(as_json: bool, timeout: float, config_path: Path | None) -> None:
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool, timeout: float) -> None:
     """Check Nix, caches, builders, aarch64 emulation, GPUs and the stack's services and ports.
 
     Each check is ok, warn or fail, with a one-line fix; exits 1 when one fails.
     """
-    results = checks.run_all(Config.load(config_path), timeout=timeout)
+    results = checks.run_all(load_config(ctx), timeout=timeout)
     failed = any(c.status == checks.FAIL for c in results)
     if as_json:
         emit_json({"ok": not failed, "checks": [c.to_json() for c in results]})

@@ -1,0 +1,69 @@
+"""Tiny fixture flakes built with a static busybox, for tests and benchmarks of builds and caches.
+
+Each flake is written to a folder outside git (so it evaluates pure), with `bb/busybox` (and
+`bbarm/busybox` for aarch64-linux) beside `flake.nix`. A nonce makes its derivations new to the
+store, so a test sees a first build and a first push.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+ARM64_BUSYBOX = Path(os.environ.get("DYNIX_ARM64_BUSYBOX", "/var/cache/dynix/arm64/busybox"))
+
+_HEADER = """{
+  outputs = { self }:
+    let
+      nonce = "%(nonce)s";
+      bb = system: if system == "aarch64-linux" then "${./bbarm}/busybox" else "${./bb}/busybox";
+      mk = { name, script, system ? "x86_64-linux", refs ? [ ] }: derivation {
+        inherit name system nonce;
+        builder = bb system;
+        args = [ "sh" "-c" script ];
+        refs = map toString refs;
+      };
+    in %(body)s;
+}
+"""
+
+# A three-derivation chain (c depends on b and a, b on a), each writing a few log lines.
+CHAIN = """rec {
+      a = mk { name = "chain-a"; script = "echo building a; echo line 1; echo line 2; mkdir $out; echo a > $out/a"; };
+      b = mk { name = "chain-b"; refs = [ a ]; script = "echo building b; mkdir $out; echo $refs > $out/refs"; };
+      c = mk { name = "chain-c"; refs = [ a b ]; script = "echo building c; mkdir $out; echo $refs > $out/refs"; };
+      fails = mk { name = "fails"; script = "echo about to fail; echo last words; exit 3"; };
+      big = mk { name = "big"; script = "mkdir $out; head -c 2097152 /dev/urandom > $out/blob"; };
+      packages.x86_64-linux = { default = c; inherit a b c fails big; };
+      packages.aarch64-linux.default = mk {
+        name = "arm"; system = "aarch64-linux"; script = "mkdir $out; uname -m > $out/arch";
+      };
+    }"""
+
+
+def wide(count: int) -> str:
+    """A root derivation whose closure is `count` small text files (made at evaluation, so
+    cheap) plus the root and its builder: `packages.x86_64-linux.default`, and `.part` the
+    first nine tenths of the files."""
+    return f"""let
+        files = builtins.genList (i: builtins.toFile "f${{toString i}}-${{nonce}}" "file ${{toString i}} ${{nonce}}") {count};
+        part = builtins.genList (i: builtins.elemAt files i) ({count} * 9 / 10);
+        root = name: deps: mk {{ inherit name; refs = deps; script = "mkdir $out; for r in $refs; do echo $r; done > $out/refs"; }};
+      in {{ packages.x86_64-linux = {{ default = root "wide" files; part = root "wide-part" part; }}; }}"""
+
+
+def write_flake(folder: Path, body: str = CHAIN, *, busybox: Path, nonce: str | None = None) -> Path:
+    """Write a fixture flake into `folder` and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bb").mkdir(exist_ok=True)
+    shutil.copy2(busybox, folder / "bb" / "busybox")
+    (folder / "bbarm").mkdir(exist_ok=True)
+    if ARM64_BUSYBOX.is_file():
+        shutil.copy2(ARM64_BUSYBOX, folder / "bbarm" / "busybox")
+    else:  # evaluation still works; only an aarch64 build needs the real thing
+        (folder / "bbarm" / "busybox").write_text("missing\n")
+    text = _HEADER % {"nonce": nonce or uuid.uuid4().hex, "body": body}
+    (folder / "flake.nix").write_text(text)
+    return folder
