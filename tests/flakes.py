@@ -31,9 +31,18 @@ _HEADER = """{
 
 # A three-derivation chain (c depends on b and a, b on a), each writing a few log lines.
 CHAIN = """rec {
-      a = mk { name = "chain-a"; script = "echo building a; echo line 1; echo line 2; mkdir $out; echo a > $out/a"; };
-      b = mk { name = "chain-b"; refs = [ a ]; script = "echo building b; mkdir $out; echo $refs > $out/refs"; };
-      c = mk { name = "chain-c"; refs = [ a b ]; script = "echo building c; mkdir $out; echo $refs > $out/refs"; };
+      a = mk {
+        name = "chain-a";
+        script = "echo building a; echo line 1; echo line 2; mkdir $out; echo a > $out/a";
+      };
+      b = mk {
+        name = "chain-b"; refs = [ a ];
+        script = "echo building b; mkdir $out; echo $refs > $out/refs";
+      };
+      c = mk {
+        name = "chain-c"; refs = [ a b ];
+        script = "echo building c; mkdir $out; echo $refs > $out/refs";
+      };
       fails = mk { name = "fails"; script = "echo about to fail; echo last words; exit 3"; };
       big = mk { name = "big"; script = "mkdir $out; head -c 2097152 /dev/urandom > $out/blob"; };
       packages.x86_64-linux = { default = c; inherit a b c fails big; };
@@ -45,16 +54,24 @@ CHAIN = """rec {
 
 def wide(count: int) -> str:
     """A root derivation whose closure is `count` small text files (made at evaluation, so
-    cheap) plus the root and its builder: `packages.x86_64-linux.default`, and `.part` the
+    cheap) plus the root itself: `packages.x86_64-linux.default`, and `.part`, a root of the
     first nine tenths of the files."""
     return f"""let
-        files = builtins.genList (i: builtins.toFile "f${{toString i}}-${{nonce}}" "file ${{toString i}} ${{nonce}}") {count};
+        file = i: builtins.toFile "f${{toString i}}-${{nonce}}" "file ${{toString i}} ${{nonce}}";
+        files = builtins.genList file {count};
         part = builtins.genList (i: builtins.elemAt files i) ({count} * 9 / 10);
-        root = name: deps: mk {{ inherit name; refs = deps; script = "mkdir $out; for r in $refs; do echo $r; done > $out/refs"; }};
-      in {{ packages.x86_64-linux = {{ default = root "wide" files; part = root "wide-part" part; }}; }}"""
+        root = name: deps: mk {{
+          inherit name; refs = deps;
+          script = "mkdir $out; for r in $refs; do echo $r; done > $out/refs";
+        }};
+      in {{
+        packages.x86_64-linux = {{ default = root "wide" files; part = root "wide-part" part; }};
+      }}"""
 
 
-def write_flake(folder: Path, body: str = CHAIN, *, busybox: Path, nonce: str | None = None) -> Path:
+def write_flake(
+    folder: Path, body: str = CHAIN, *, busybox: Path, nonce: str | None = None
+) -> Path:
     """Write a fixture flake into `folder` and return it."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bb").mkdir(exist_ok=True)
