@@ -269,8 +269,13 @@ def build_with_progress(
         argv += ["--option", key, value]
     argv += [*extra_args, *installables]
     result = process.stream(argv, on_line, error=NixError, what="nix build", error_text=error_text)
-    data = _json(result)
-    return [Built(item.get("drvPath", ""), dict(item.get("outputs", {}))) for item in data]
+    # an installable that is a plain store path comes back as {"path": …}
+    return [
+        Built(item.get("drvPath", ""), dict(item.get("outputs") or {"out": item["path"]}))
+        if "path" in item and "outputs" not in item
+        else Built(item.get("drvPath", ""), dict(item.get("outputs", {})))
+        for item in _json(result)
+    ]
 
 
 def derivation_outputs(installables: Sequence[str], *, system: str | None = None) -> list[str]:
@@ -280,6 +285,15 @@ def derivation_outputs(installables: Sequence[str], *, system: str | None = None
         args += ["--system", system]
     data = _json(_nix([*args, *installables]))
     return [out["path"] for drv in data.values() for out in drv.get("outputs", {}).values()]
+
+
+def derivation_path(installable: str, *, system: str | None = None) -> str:
+    """The store derivation an installable evaluates to (`nix path-info --derivation`)."""
+    args = ["path-info", "--derivation", "--json"]
+    if system:
+        args += ["--system", system]
+    data = _json(_nix([*args, installable]))
+    return data[0]["path"]
 
 
 def generate_secret_key(key_name: str) -> str:

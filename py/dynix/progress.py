@@ -110,8 +110,20 @@ class BuildState:
 
     @property
     def copies(self) -> tuple[int, int, int, int]:
-        """(done, expected, running, failed) paths copied (substituted) into the store."""
-        return self._counter(ACT_COPY_PATHS)
+        """(done, expected, running, failed) paths copied (substituted) into the store.
+
+        Substitutions report progress on their `copy-paths` activity; `nix copy` does not, so
+        its `copy-path` activities are counted as well.
+        """
+        done, expected, running, failed = self._counter(ACT_COPY_PATHS)
+        each = self._of(ACT_COPY_PATH)
+        finished = sum(1 for a in each if a.stopped)
+        return (
+            max(done, finished),
+            max(expected, len(each)),
+            max(running, len(each) - finished),
+            failed,
+        )
 
     @property
     def running_builds(self) -> list[Activity]:

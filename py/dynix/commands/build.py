@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import Any
+
 import click
 
 from .. import cache as caches
@@ -73,16 +77,34 @@ def build(
         raise
     display.finish()
     if as_json:
-        if len(built) == len(installables):
-            emit_json(
-                {
-                    arg: {"drvPath": b.drv_path, "outputs": b.outputs}
-                    for arg, b in zip(installables, built, strict=True)
-                }
-            )
-        else:
-            emit_json({b.drv_path: {"drvPath": b.drv_path, "outputs": b.outputs} for b in built})
+        emit_json(by_installable(installables, built, system))
         return
     for b in built:
         for path in b.outputs.values():
             click.echo(path)
+
+
+def by_installable(
+    installables: Sequence[str], built: Sequence[nix.Built], system: str | None
+) -> dict[str, dict[str, Any]]:
+    """installable → {drvPath, outputs}. Nix 2.8's `build --json` lists results in its own
+    order and without the installable, so with several, each is matched through the derivation
+    it evaluates to (or the store path it names)."""
+
+    def entry(b: nix.Built) -> dict[str, Any]:
+        return {"drvPath": b.drv_path or None, "outputs": b.outputs}
+
+    if len(installables) == 1 and len(built) == 1:
+        return {installables[0]: entry(built[0])}
+    by_drv = {b.drv_path: b for b in built if b.drv_path}
+    by_out = {path: b for b in built for path in b.outputs.values()}
+    result = {}
+    for arg in installables:
+        real = os.path.realpath(arg) if os.path.islink(arg) else arg
+        if caches.is_store_path(real) and real in by_out:
+            result[arg] = entry(by_out[real])
+            continue
+        drv = real if real.endswith(".drv") else nix.derivation_path(real, system=system)
+        if drv in by_drv:
+            result[arg] = entry(by_drv[drv])
+    return result
