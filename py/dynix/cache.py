@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from . import log, nix, process, progress
 from .config import Cache, parse_key, public_from_secret
 from .errors import CommandError, DynixError, NixError
 
 STORE_DIR = "/nix/store"
+BINARY_CACHES = ("file", "http", "https", "s3")
 _UNSIGNED = re.compile(r"cannot add path '([^']+)' because it lacks a valid signature")
 
 
@@ -237,8 +239,14 @@ def push(cache: Cache, installables: Sequence[str]) -> PushReport:
         )
     elif paths:
         assert key is not None
-        nix.sign(paths, str(key))
-        nix.copy(paths, to=cache.url, recursive=False, what=f"copying to {cache.name}")
+        if urlparse(cache.url).scheme in BINARY_CACHES:
+            # the binary cache store signs each narinfo it writes: no second pass over the paths
+            # and the local store is left as it was
+            target = with_param(cache.url, "secret-key", str(key))
+        else:  # ssh stores take the signatures the paths carry here
+            nix.sign(paths, str(key))
+            target = cache.url
+        nix.copy(paths, to=target, recursive=False, what=f"copying to {cache.name}")
     return PushReport(
         cache.name,
         len(present),
@@ -246,6 +254,11 @@ def push(cache: Cache, installables: Sequence[str]) -> PushReport:
         len(missing),
         sum(p.nar_size for p in missing),
     )
+
+
+def with_param(url: str, key: str, value: str) -> str:
+    """`url` with `?key=value` (or `&key=value`) added: Nix's store URL parameters."""
+    return f"{url}{'&' if '?' in url else '?'}{key}={value}"
 
 
 # -- pull -------------------------------------------------------------------------------------

@@ -228,9 +228,9 @@ def parse_file(path: str) -> None:
 # -- builds with progress, signing keys, binary caches, configuration -------------------------
 # (used by `dynix build`, `dynix cache` and `dynix doctor`)
 
-# Nix remembers for an hour that a cache lacked a path (`narinfo-cache-negative-ttl`); a cache
-# dynix has just pushed to must be asked again.
-FRESH = {"narinfo-cache-negative-ttl": "0"}
+# Nix remembers what a binary cache held (`narinfo-cache-negative-ttl`: an hour for "lacks it",
+# `-positive-ttl`: a month for "has it"); a cache just pushed to, or emptied, must be asked again.
+FRESH = {"narinfo-cache-negative-ttl": "0", "narinfo-cache-positive-ttl": "0"}
 
 
 def show_config(*, features: str | None = None) -> dict[str, Any]:

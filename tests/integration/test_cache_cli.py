@@ -242,7 +242,7 @@ def test_secret_key_never_appears_in_output_or_debug_logs(dx, flake):
         proc = dx(*args)
         assert proc.returncode == 0, proc.stderr
         seen += proc.stdout + proc.stderr
-    assert "--key-file" in seen  # the key is passed by path
+    assert f"secret-key={dx.tmp / 'k.sec'}" in seen  # the key is passed by path
     assert secret not in seen and secret[:20] not in seen
 
 
