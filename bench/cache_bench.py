@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -114,13 +115,14 @@ def main() -> None:
     status_b = ["nix", "path-info", "--store", f"file://{cache}", "--json", *closure]
     if args.print_commands:
         (work / "closure.txt").write_text("\n".join(closure) + "\n")
-        print(f"export NIX_CONFIG={json.dumps(NIX_CONFIG)} PYTHONPATH={env['PYTHONPATH']}")
+        print("export NIX_CONFIG=" + shlex.quote(NIX_CONFIG))
+        print(f"export PYTHONPATH={env['PYTHONPATH']}")
         print(f"export XDG_CONFIG_HOME={env['XDG_CONFIG_HOME']}")
         print(f"export XDG_CACHE_HOME={env['XDG_CACHE_HOME']}")
-        print("reset:", " ".join(reset[:2]), repr(reset[2]))
+        print("# reset:", shlex.join(reset))
         for label, argv in (("push A", push_a), ("push B", push_b), ("status A", status_a)):
-            print(f"{label}: {' '.join(argv)}")
-        print(f"status B: nix path-info --store file://{cache} --json $(cat {work}/closure.txt)")
+            print(f"# {label}:", shlex.join(argv))
+        print(f"# status B: nix path-info --store file://{cache} --json $(cat {work}/closure.txt)")
         return
 
     a, b = [], []

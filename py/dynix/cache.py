@@ -158,9 +158,12 @@ class Status:
 def status(caches: Sequence[Cache], installables: Sequence[str]) -> Status:
     """Which paths of the installables' closure each cache holds: one query per cache."""
     tops = output_paths(installables)
-    local = {p.path for p in nix.path_info(tops) if p.valid}
-    closure = nix.path_info([p for p in tops if p in local], recursive=True) if local else []
-    not_local = [p for p in tops if p not in local]
+    try:  # usually all built here: the closure in one call
+        closure, not_local = nix.path_info(tops, recursive=True), []
+    except NixError:
+        local = {p.path for p in nix.path_info(tops) if p.valid}
+        closure = nix.path_info([p for p in tops if p in local], recursive=True) if local else []
+        not_local = [p for p in tops if p not in local]
     paths = [p.path for p in closure] + not_local
     result = []
     for cache in caches:
