@@ -265,10 +265,12 @@ def with_param(url: str, key: str, value: str) -> str:
 
 
 # -- pull -------------------------------------------------------------------------------------
-def pull(cache: Cache, installables: Sequence[str], *, store: str | None = None) -> int:
+def pull(
+    cache: Cache, installables: Sequence[str], *, store: str | None = None
+) -> tuple[list[str], int]:
     """Copy the installables' closure from `cache`, accepting only paths signed by its key.
 
-    Returns how many paths were copied.
+    Returns the installables' store paths and how many paths were copied.
     """
     if not cache.public_key:
         raise DynixError(
@@ -298,8 +300,8 @@ def pull(cache: Cache, installables: Sequence[str], *, store: str | None = None)
         raise
     copied = re.search(r"copying (\d+) paths", result.stderr)
     if copied:
-        return int(copied.group(1))
-    return 1 if "copying 1 path" in result.stderr or "copying path" in result.stderr else 0
+        return paths, int(copied.group(1))
+    return paths, 1 if "copying path" in result.stderr else 0
 
 
 # -- nix.conf ---------------------------------------------------------------------------------

@@ -178,9 +178,9 @@ def push(ctx: click.Context, installables: tuple[str, ...], to: str, as_json: bo
 def pull(ctx: click.Context, installables: tuple[str, ...], source: str, store: str | None) -> None:
     """Fetch INSTALLABLES from a cache, accepting only paths signed with its key."""
     origin = load_config(ctx).cache(source)
-    count = caches.pull(origin, installables, store=store)
+    paths, count = caches.pull(origin, installables, store=store)
     log.info(f"{origin.name}: {count} paths copied")
-    for path in caches.output_paths(installables):
+    for path in paths:
         click.echo(path)
 
 
