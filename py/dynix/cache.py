@@ -224,9 +224,9 @@ def push(cache: Cache, installables: Sequence[str]) -> PushReport:
     key = None if cache.cachix else signing_key(cache)
     env = cachix_env(cache) if cache.cachix else {}
     closure = local_closure(installables)
-    held = nix.query_paths(cache.url, [p.path for p in closure])
-    missing = [p for p in closure if p.path not in held]
-    present = [p for p in closure if p.path in held]
+    lacking = set(nix.missing_paths(cache.url, [p.path for p in closure]))
+    missing = [p for p in closure if p.path in lacking]
+    present = [p for p in closure if p.path not in lacking]
     log.info(
         f"{cache.name}: {len(present)} of {len(closure)} paths already there, "
         f"uploading {len(missing)}"

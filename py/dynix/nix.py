@@ -353,6 +353,23 @@ def query_paths(
     return held
 
 
+def missing_paths(
+    store: str, paths: Sequence[str], *, options: Mapping[str, str] | None = None
+) -> list[str]:
+    """Which of `paths` `store` lacks (`nix-store --check-validity --print-invalid`): the same
+    question as `query_paths` without reading back every narinfo as JSON."""
+    missing: list[str] = []
+    unique = list(dict.fromkeys(paths))
+    for start in range(0, len(unique), 10_000):
+        argv = ["nix-store", "--store", store]
+        for key, value in {**FRESH, **(options or {})}.items():
+            argv += ["--option", key, value]
+        argv += ["--check-validity", "--print-invalid", *unique[start : start + 10_000]]
+        result = process.run(argv, error=NixError, what=f"asking {store}")
+        missing += result.stdout.split()
+    return missing
+
+
 def ping_store(url: str, *, timeout: float = 15) -> None:
     """`nix store ping --store URL`: raises `NixError` when the store does not answer."""
     _nix(["store", "ping"], store=url, what=f"nix store ping {url}", timeout=timeout)
