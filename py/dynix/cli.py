@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -11,16 +12,26 @@ from .commands import COMMANDS
 from .errors import DynixError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported from `dynix.commands` when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(f"dynix.commands.{module}"), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="dynix")
 @click.option("--debug", is_flag=True, help="Log every command run and show tracebacks.")
 def group(debug: bool) -> None:
     """Build, ship and run NVIDIA Dynamo's disaggregated LLM serving stack with Nix."""
     log.set_debug(debug)
-
-
-for command in COMMANDS:
-    group.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,12 @@
-"""One module per `dynix` command; `COMMANDS` is what the group offers."""
+"""One module per `dynix` command. `COMMANDS` names each command's module and object; a command's
+module is imported only when that command runs (or help lists it), to keep start-up short."""
 
-from .build import build
-from .cache import cache
-from .doctor import doctor
-from .patch import patch
-from .pins import pins
-from .serve import serve
-from .status import status
-
-COMMANDS = [pins, patch, build, cache, doctor, serve, status]
+COMMANDS = {
+    "pins": "pins:pins",
+    "patch": "patch:patch",
+    "build": "build:build",
+    "cache": "cache:cache",
+    "doctor": "doctor:doctor",
+    "serve": "serve:serve",
+    "status": "status:status",
+}
