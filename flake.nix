@@ -38,6 +38,20 @@
           inherit system;
           overlays = [ self.overlays.default ];
         };
+
+      # What dynix's unit tests import (the dev shell adds the integration tests' client).
+      testPython =
+        pkgs: extra:
+        pkgs.python3.withPackages (
+          ps:
+          [
+            ps.click
+            ps.tomlkit
+            ps.pytest
+            ps.pyyaml
+          ]
+          ++ extra ps
+        );
     in
     {
       lib = {
@@ -103,15 +117,7 @@
         {
           default = pkgs.mkShell {
             packages = [
-              (pkgs.python3.withPackages (
-                ps: with ps; [
-                  click
-                  tomlkit
-                  pytest
-                  pyyaml
-                  openai
-                ]
-              ))
+              (testPython pkgs (ps: [ ps.openai ]))
               pkgs.ruff
               pkgs.nixfmt-rfc-style
               pkgs.nix
@@ -151,16 +157,7 @@
           unit-tests =
             pkgs.runCommand "dynix-unit-tests"
               {
-                nativeBuildInputs = [
-                  (pkgs.python3.withPackages (
-                    ps: with ps; [
-                      click
-                      tomlkit
-                      pytest
-                      pyyaml
-                    ]
-                  ))
-                ];
+                nativeBuildInputs = [ (testPython pkgs (_: [ ])) ];
               }
               ''
                 cp -r ${src} src && chmod -R u+w src && cd src
