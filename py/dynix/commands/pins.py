@@ -172,8 +172,10 @@ def set_(
         pin = pf.pins[name]
         click.echo(f"{name}: set {', '.join(changed)}")
         if pin.unresolved():
+            log.info(f"{name}: unresolved: {', '.join(pin.unresolved())}")
             log.info(
-                f"{name}: unresolved: {', '.join(pin.unresolved())}; run `dynix pins lock {name}`"
+                f"  source hashes and image digests: `dynix pins lock {name}`; build hashes: "
+                f"the first `nix build` reports them, `dynix pins set {name} --build-hash KEY=HASH`"
             )
     else:
         log.info(f"{name}: already so; nothing changed")
