@@ -144,6 +144,23 @@ def path_info(
     ]
 
 
+def current_system() -> str:
+    """The system Nix builds for by default here (`builtins.currentSystem`), e.g. `x86_64-linux`."""
+    out = _nix(["eval", "--impure", "--raw", "--expr", "builtins.currentSystem"]).stdout
+    return out.strip()
+
+
+def flake_metadata(flake_ref: str, *, store: str | None = None) -> dict[str, Any]:
+    """`nix flake metadata --json FLAKEREF`: where the flake is, its revision and NAR hash."""
+    result = _nix(
+        ["flake", "metadata", "--json", flake_ref], store=store, what=f"nix flake metadata {flake_ref}"
+    )
+    data = _json(result)
+    if not isinstance(data, dict):
+        raise DynixError(f"unexpected answer from nix flake metadata {flake_ref}")
+    return data
+
+
 def eval_json(
     *,
     expr: str | None = None,

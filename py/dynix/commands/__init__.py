@@ -9,4 +9,5 @@ COMMANDS = {
     "doctor": "doctor:doctor",
     "serve": "serve:serve",
     "status": "status:status",
+    "image": "image:image",
 }

@@ -1,0 +1,252 @@
+"""Deterministic layer tarballs of Nix store paths, hashed while they are written.
+
+A layer is a POSIX (pax) tar holding `nix/`, `nix/store/` and the trees of its store paths,
+entries in sorted order, every mtime 1 (the store's own), owner 0:0 with no user or group
+names. Identical files are stored again rather than as hard links, so a store that
+deduplicates files (`auto-optimise-store`) gives the same bytes as one that does not.
+
+Headers come from `tarfile.TarInfo.tobuf`; file contents are copied through one reusable
+buffer. Nothing is held in memory beyond that buffer and one directory listing: the tar
+stream is hashed (the diff_id), compressed, hashed again (the digest) and written as it goes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import threading
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import DynixError
+from . import spec
+
+MTIME = 1
+BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE
+CHUNK = 1 << 20
+COMPRESSIONS = ("gzip", "zstd", "none")
+DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "none": 0}
+_PARENT_MODE = 0o755
+
+
+class Stopped(Exception):
+    """The build was cancelled (Ctrl-C, or another layer failed) while this layer was written."""
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A finished layer: digest and size of the bytes as stored, diff_id of the plain tar."""
+
+    digest: str
+    diff_id: str
+    size: int
+    media_type: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "digest": self.digest,
+            "diffId": self.diff_id,
+            "size": self.size,
+            "mediaType": self.media_type,
+        }
+
+
+def _compressor(compression: str, level: int):
+    if compression == "gzip":
+        # wbits 31: a gzip member whose header has mtime 0 and no file name.
+        return zlib.compressobj(level, zlib.DEFLATED, 31)
+    if compression == "zstd":
+        try:
+            import zstandard
+        except ImportError as exc:
+            raise DynixError(
+                "--compress zstd needs the Python package zstandard (pip install zstandard)"
+            ) from exc
+        return zstandard.ZstdCompressor(level=level, threads=0).compressobj()
+    return None
+
+
+def check_compression(compression: str) -> None:
+    """Fail now, not halfway through, when a compression cannot be used here."""
+    if compression not in COMPRESSIONS:
+        raise DynixError(f"unknown compression {compression!r} (use {', '.join(COMPRESSIONS)})")
+    _compressor(compression, 1)
+
+
+class HashingSink:
+    """Takes the uncompressed tar stream; hashes it, compresses it, hashes and writes the result."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        compression: str,
+        level: int,
+        *,
+        stop: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.out = out
+        self.compression = compression
+        self.tar_hash = hashlib.sha256()
+        self.blob_hash = hashlib.sha256() if compression != "none" else self.tar_hash
+        self.tar_size = 0
+        self.blob_size = 0
+        self._z = _compressor(compression, level)
+        self._stop = stop
+        self._progress = progress
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise Stopped()
+        self.tar_hash.update(data)
+        self.tar_size += len(data)
+        if self._z is None:
+            self.out.write(data)
+            self.blob_size += len(data)
+        else:
+            self._emit(self._z.compress(data))
+        if self._progress is not None:
+            self._progress(len(data))
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.blob_hash.update(data)
+            self.out.write(data)
+            self.blob_size += len(data)
+
+    def finish(self) -> Blob:
+        if self._z is not None:
+            self._emit(self._z.flush())
+        self.out.flush()
+        return Blob(
+            digest="sha256:" + self.blob_hash.hexdigest(),
+            diff_id="sha256:" + self.tar_hash.hexdigest(),
+            size=self.blob_size,
+            media_type=spec.layer_media_type(self.compression),
+        )
+
+
+class _TarWriter:
+    def __init__(self, sink: HashingSink) -> None:
+        self.sink = sink
+        self.offset = 0
+        self.buf = bytearray(CHUNK)
+        self.view = memoryview(self.buf)
+
+    def _header(self, info: tarfile.TarInfo) -> None:
+        info.mtime = MTIME
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        data = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        self.sink.write(data)
+        self.offset += len(data)
+
+    def directory(self, name: str, mode: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        info.mode = mode
+        self._header(info)
+
+    def symlink(self, name: str, target: str) -> None:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.SYMTYPE
+        info.mode = 0o777
+        info.linkname = target
+        self._header(info)
+
+    def file(self, name: str, real: str, st: os.stat_result) -> None:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.REGTYPE
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.size = st.st_size
+        self._header(info)
+        left = st.st_size
+        with open(real, "rb", buffering=0) as handle:
+            while left:
+                n = handle.readinto(self.view[: min(CHUNK, left)])
+                if not n:
+                    raise DynixError(f"{real} got shorter while it was read")
+                self.sink.write(self.view[:n])
+                left -= n
+            if handle.read(1):
+                raise DynixError(f"{real} got longer while it was read")
+        pad = -st.st_size % BLOCK
+        if pad:
+            self.sink.write(bytes(pad))
+        self.offset += st.st_size + pad
+
+    def close(self) -> None:
+        end = bytes(2 * BLOCK)
+        self.offset += len(end)
+        self.sink.write(end + bytes(-self.offset % RECORD))
+
+
+def _walk(writer: _TarWriter, real_root: str, name_root: str) -> None:
+    """Add one store path's tree: pre-order, the entries of each folder sorted by name."""
+    stack = [(real_root, name_root)]
+    while stack:
+        real, name = stack.pop()
+        try:
+            st = os.lstat(real)
+        except OSError as exc:
+            raise DynixError(f"cannot read {real}: {exc.strerror}") from exc
+        if stat.S_ISDIR(st.st_mode):
+            writer.directory(name, stat.S_IMODE(st.st_mode))
+            try:
+                children = sorted(os.listdir(real))
+            except OSError as exc:
+                raise DynixError(f"cannot list {real}: {exc.strerror}") from exc
+            stack.extend((f"{real}/{c}", f"{name}/{c}") for c in reversed(children))
+        elif stat.S_ISLNK(st.st_mode):
+            writer.symlink(name, os.readlink(real))
+        elif stat.S_ISREG(st.st_mode):
+            try:
+                writer.file(name, real, st)
+            except OSError as exc:
+                raise DynixError(f"cannot read {real}: {exc.strerror}") from exc
+        else:
+            raise DynixError(f"{real}: not a file, folder or symlink; not a store path's content")
+
+
+def write_layer(store_paths: Iterable[str], sink: HashingSink, *, root: str = "") -> Blob:
+    """Write the layer of `store_paths` (`/nix/store/…`) into `sink` and return its digests.
+
+    `root` is prefixed when reading, for stores that live elsewhere (`--store DIR`): the
+    names inside the layer are always `nix/store/…`.
+    """
+    writer = _TarWriter(sink)
+    writer.directory("nix", _PARENT_MODE)
+    writer.directory("nix/store", _PARENT_MODE)
+    for path in sorted(set(store_paths)):
+        if not path.startswith("/nix/store/") or "/" in path[len("/nix/store/") :]:
+            raise DynixError(f"not a store path: {path}")
+        _walk(writer, root + path, path.lstrip("/"))
+    writer.close()
+    return sink.finish()
+
+
+def layer_bytes(store_paths: Iterable[str], compression: str = "none", *, root: str = "") -> bytes:
+    """A whole layer in memory; for small layers and tests only."""
+    out = io.BytesIO()
+    write_layer(store_paths, HashingSink(out, compression, DEFAULT_LEVELS[compression]), root=root)
+    return out.getvalue()
+
+
+def open_uncompressed(handle: BinaryIO, compression: str) -> BinaryIO:
+    """A reader of the plain tar inside a layer blob."""
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        try:
+            import zstandard
+        except ImportError as exc:
+            raise DynixError("reading zstd layers needs the Python package zstandard") from exc
+        return zstandard.ZstdDecompressor().stream_reader(handle)  # type: ignore[return-value]
+    return handle
