@@ -274,6 +274,13 @@ def _build_into(
         base = base_source.image_for(platforms[system]) if base_source else None
         roots = _roots(req, system, explicit, root)
         infos = nix.path_info(roots, recursive=True, store=req.store)
+        # Paths a (dynix-made) base image already holds are not added again.
+        in_base = {
+            path
+            for entry in ((base.config.get("history") or []) if base else [])
+            for path in cfg.store_paths_of(entry)
+        }
+        infos = [i for i in infos if i.path not in in_base]
         nodes = [grouping.Node(i.path, i.nar_size, tuple(i.references)) for i in infos]
         hashes = {i.path: i.nar_hash for i in infos}
         sizes = {i.path: i.nar_size for i in infos}

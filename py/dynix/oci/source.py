@@ -339,15 +339,15 @@ class Registry(Source):
         super().__init__(ref)
         self.repo = _repository(ref.path)
         self.tls_verify, self.authfile = tls_verify, authfile
+        self._config_of: dict[str, str] = {}  # config digest -> the manifest that names it
         raw = self._inspect(str(ref))
         media = _parse_json(raw, f"manifest of {ref}").get("mediaType", spec.MANIFEST)
         self._load({"digest": spec.sha256_digest(raw), "mediaType": media}, raw)
 
     def _inspect(self, reference: str, config: bool = False) -> bytes:
-        raw = skopeo.inspect_raw(
+        return skopeo.inspect_raw(
             reference, config=config, tls_verify=self.tls_verify, authfile=self.authfile
         )
-        return raw[:-1] if raw.endswith(b"\n") and not raw.endswith(b"}}\n\n") else raw
 
     def read_blob(self, digest: str, what: str) -> bytes:
         if what == "config":
@@ -359,7 +359,6 @@ class Registry(Source):
     ) -> Image:
         manifest = manifest or self._json_blob(desc, "manifest")
         cdesc = manifest.get("config", {})
-        self._config_of = getattr(self, "_config_of", {})
         self._config_of[cdesc.get("digest", "")] = desc["digest"]
         return super()._image(desc, plat, manifest)
 
