@@ -47,7 +47,12 @@ FLAKE = """\
             printf '#!${busybox}/bin/busybox sh\\necho "$(${busybox}/bin/busybox cat ${lib}/share/greeting) @APP@ from $(${busybox}/bin/busybox uname -m)"\\n' > $out/bin/app
             $builder chmod 555 $out/bin/app
           '';
-        in { inherit busybox lib app; default = app; };
+          # Incompressible data, for tests that need a layer slow enough to interrupt.
+          big = mk "big-1" ''
+            $builder mkdir -p $out
+            $builder head -c 40000000 /dev/urandom > $out/data
+          '';
+        in { inherit busybox lib app big; default = app; };
     in {
       packages = builtins.mapAttrs forSystem { @SYSTEMS@ };
     };
