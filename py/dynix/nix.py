@@ -153,7 +153,9 @@ def current_system() -> str:
 def flake_metadata(flake_ref: str, *, store: str | None = None) -> dict[str, Any]:
     """`nix flake metadata --json FLAKEREF`: where the flake is, its revision and NAR hash."""
     result = _nix(
-        ["flake", "metadata", "--json", flake_ref], store=store, what=f"nix flake metadata {flake_ref}"
+        ["flake", "metadata", "--json", flake_ref],
+        store=store,
+        what=f"nix flake metadata {flake_ref}",
     )
     data = _json(result)
     if not isinstance(data, dict):

@@ -10,12 +10,17 @@ import socket
 import subprocess
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from conftest import nix
+
+# What `from image_fixtures import *` brings into a test module: the pytest fixtures.
+__all__ = ["cache_env", "flake", "flake_v2"]
 
 BUSYBOX_AARCH64 = os.environ.get("DYNIX_TEST_BUSYBOX_AARCH64", "/opt/busybox-arm64/bin/busybox")
 
@@ -44,7 +49,9 @@ FLAKE = """\
           '';
           app = mk "app-2.0" ''
             $builder mkdir -p $out/bin
-            printf '#!${busybox}/bin/busybox sh\\necho "$(${busybox}/bin/busybox cat ${lib}/share/greeting) @APP@ from $(${busybox}/bin/busybox uname -m)"\\n' > $out/bin/app
+            bb=${busybox}/bin/busybox
+            printf '#!%s sh\\necho "$(%s cat %s) @APP@ from $(%s uname -m)"\\n' \\
+              $bb $bb ${lib}/share/greeting $bb > $out/bin/app
             $builder chmod 555 $out/bin/app
           '';
           # Incompressible data, for tests that need a layer slow enough to interrupt.
@@ -67,7 +74,9 @@ class Flake:
     def ref(self, attr: str = "app") -> str:
         return f"path:{self.path}#{attr}"
 
-    def build(self, attr: str = "app", system: str = "x86_64-linux", store: str | None = None) -> str:
+    def build(
+        self, attr: str = "app", system: str = "x86_64-linux", store: str | None = None
+    ) -> str:
         args = ["build", "--json", "--no-link", "--system", system]
         if store:
             args += ["--store", store]
@@ -134,14 +143,36 @@ class Registry:
         return sum(1 for line in self.log_lines() if '"PUT /v2/' in line and "digest=" in line)
 
 
-def start_registry(folder: Path) -> tuple[Registry, subprocess.Popen]:
-    """A real registry (distribution's `docker-registry serve`) on 127.0.0.1, storage in `folder`."""
+def bcrypt_line(user: str, password: str) -> str:
+    """An htpasswd line (bcrypt, the only kind the registry takes), made with libxcrypt."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    return f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+
+
+def start_registry(
+    folder: Path, *, users: dict[str, str] | None = None
+) -> tuple[Registry, subprocess.Popen]:
+    """A real registry (distribution's `docker-registry serve`) on 127.0.0.1, data in `folder`.
+
+    With `users`, it asks for basic authentication (htpasswd) on every request.
+    """
     port = free_port()
     storage = folder / "storage"
     storage.mkdir(parents=True)
+    auth = ""
+    if users:
+        htpasswd = folder / "htpasswd"
+        htpasswd.write_text("".join(bcrypt_line(u, p) for u, p in users.items()))
+        auth = f"auth:\n  htpasswd:\n    realm: dynix-test\n    path: {htpasswd}\n"
     config = folder / "config.yml"
     config.write_text(
-        textwrap.dedent(
+        auth
+        + textwrap.dedent(
             f"""\
             version: 0.1
             log:
@@ -173,6 +204,9 @@ def start_registry(folder: Path) -> tuple[Registry, subprocess.Popen]:
         try:
             with urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=1):
                 break
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # up, and asking for credentials
+                break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_registry(proc)
@@ -202,7 +236,9 @@ def layer_digests(layout: Path) -> list[str]:
 
 def leftovers(folder: Path) -> list[str]:
     """Temporary names dynix may have left in `folder` (it must leave none)."""
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp"))
+    return sorted(
+        p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +261,9 @@ def cache_env(tmp_path: Path) -> dict[str, str]:
 
 def unpack(layout: str, dest: Path) -> Path:
     """`umoci unpack` an image (oci:DIR:TAG form without the prefix); returns the rootfs."""
-    subprocess.run(["umoci", "unpack", "--image", layout, str(dest)], check=True, capture_output=True)
+    subprocess.run(
+        ["umoci", "unpack", "--image", layout, str(dest)], check=True, capture_output=True
+    )
     return dest / "rootfs"
 
 

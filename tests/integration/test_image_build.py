@@ -6,17 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from image_fixtures import *  # noqa: F403  (fixtures: flake, flake_v2, cache_env)
+from image_fixtures import layer_digests, leftovers, run_in, skopeo_json, unpack
+
 from conftest import REPO, nix
-from image_fixtures import (  # noqa: F401  (fixtures)
-    cache_env,
-    flake,
-    flake_v2,
-    layer_digests,
-    leftovers,
-    run_in,
-    skopeo_json,
-    unpack,
-)
 
 
 def build(dynix, *args, env=None, cwd=None):
@@ -28,7 +21,14 @@ def build(dynix, *args, env=None, cwd=None):
 def test_x86_64_image_unpacks_with_umoci_and_runs_in_chroot(dynix, flake, cache_env, tmp_path):
     out = tmp_path / "img"
     digest = build(
-        dynix, flake.ref(), "--system", "x86_64-linux", "--entrypoint", "app", "-o", f"oci:{out}",
+        dynix,
+        flake.ref(),
+        "--system",
+        "x86_64-linux",
+        "--entrypoint",
+        "app",
+        "-o",
+        f"oci:{out}",
         env=cache_env,
     )
     assert digest.startswith("sha256:")
@@ -75,10 +75,18 @@ def test_same_input_gives_same_digest_and_reuses_cached_layers(dynix, flake, cac
 
 
 def test_separate_stores_give_identical_digests(dynix, flake, cache_env, tmp_path):
-    in_default = build(dynix, flake.ref(), "--no-cache", "-o", f"oci:{tmp_path / 'a'}", env=cache_env)
+    in_default = build(
+        dynix, flake.ref(), "--no-cache", "-o", f"oci:{tmp_path / 'a'}", env=cache_env
+    )
     store = tmp_path / "chroot-store"
     in_chroot = build(
-        dynix, flake.ref(), "--store", str(store), "--no-cache", "-o", f"oci:{tmp_path / 'b'}",
+        dynix,
+        flake.ref(),
+        "--store",
+        str(store),
+        "--no-cache",
+        "-o",
+        f"oci:{tmp_path / 'b'}",
         env=cache_env,
     )
     assert any((store / "nix" / "store").glob("*-app-2.0"))
@@ -102,8 +110,17 @@ def test_several_systems_make_one_index_of_the_single_system_manifests(
     dynix, flake, cache_env, tmp_path
 ):
     index = build(
-        dynix, flake.ref(), "--system", "x86_64-linux", "--system", "aarch64-linux",
-        "-o", f"oci:{tmp_path / 'multi'}", "--tag", "app:1", env=cache_env,
+        dynix,
+        flake.ref(),
+        "--system",
+        "x86_64-linux",
+        "--system",
+        "aarch64-linux",
+        "-o",
+        f"oci:{tmp_path / 'multi'}",
+        "--tag",
+        "app:1",
+        env=cache_env,
     )
     raw = skopeo_json("inspect", "--raw", f"oci:{tmp_path / 'multi'}:1")
     platforms = {m["platform"]["architecture"]: m["digest"] for m in raw["manifests"]}
@@ -113,9 +130,7 @@ def test_several_systems_make_one_index_of_the_single_system_manifests(
             dynix, flake.ref(), "--system", system, "-o", f"oci:{tmp_path / arch}", env=cache_env
         )
         assert platforms[arch] == single
-    inspected = json.loads(
-        dynix("image", "inspect", "--json", f"oci:{tmp_path / 'multi'}").stdout
-    )
+    inspected = json.loads(dynix("image", "inspect", "--json", f"oci:{tmp_path / 'multi'}").stdout)
     assert inspected["digest"] == index
     assert [p["platform"]["architecture"] for p in inspected["platforms"]] == ["arm64", "amd64"]
 
@@ -135,7 +150,8 @@ def test_docker_archive_is_read_by_skopeo_and_inspect(dynix, flake, cache_env, t
 
     subprocess.run(
         ["skopeo", "copy", f"docker-archive:{archive}", f"oci:{tmp_path / 'copy'}:x"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     rootfs = unpack(f"{tmp_path / 'copy'}:x", tmp_path / "bundle")
     assert "hello v1" in run_in(rootfs, f"{flake.build()}/bin/app")
@@ -147,7 +163,9 @@ def test_max_layers_merges_the_small_paths_that_change_together(dynix, flake, ca
     layers = json.loads(dynix("image", "inspect", "--json", f"oci:{out}").stdout)["platforms"][0][
         "layers"
     ]
-    groups = [sorted(Path(p).name.split("-", 1)[1] for p in layer["storePaths"]) for layer in layers]
+    groups = [
+        sorted(Path(p).name.split("-", 1)[1] for p in layer["storePaths"]) for layer in layers
+    ]
     # busybox is far bigger than the rest: alone; the two small paths share a layer.
     assert groups == [["busybox-1.35"], ["app-2.0", "libgreet-1.0"]]
 
@@ -155,12 +173,26 @@ def test_max_layers_merges_the_small_paths_that_change_together(dynix, flake, ca
 def test_base_image_layers_are_kept_and_path_merged(dynix, flake, cache_env, tmp_path):
     base = tmp_path / "base"
     build(
-        dynix, flake.ref("busybox"), "--env", "FROM_BASE=1", "--cmd", "busybox sh",
-        "-o", f"oci:{base}", env=cache_env,
+        dynix,
+        flake.ref("busybox"),
+        "--env",
+        "FROM_BASE=1",
+        "--cmd",
+        "busybox sh",
+        "-o",
+        f"oci:{base}",
+        env=cache_env,
     )
     base_archive = tmp_path / "base.tar"
-    build(dynix, flake.ref("busybox"), "--env", "FROM_BASE=1", "-o", f"docker-archive:{base_archive}",
-          env=cache_env)
+    build(
+        dynix,
+        flake.ref("busybox"),
+        "--env",
+        "FROM_BASE=1",
+        "-o",
+        f"docker-archive:{base_archive}",
+        env=cache_env,
+    )
     for spec in (f"oci:{base}", f"docker-archive:{base_archive}"):
         out = tmp_path / ("on-" + spec.split(":")[0])
         build(dynix, flake.ref("lib"), "--base", spec, "-o", f"oci:{out}", env=cache_env)
@@ -173,8 +205,15 @@ def test_base_image_layers_are_kept_and_path_merged(dynix, flake, cache_env, tmp
         env = dict(e.split("=", 1) for e in info["Env"])
         assert env["PATH"] == dict(e.split("=", 1) for e in base_info["Env"])["PATH"]  # lib: no bin
         rootfs = unpack(f"{out}:latest", tmp_path / f"bundle-{spec[:3]}")
-        assert run_in(rootfs, f"{flake.build('busybox')}/bin/busybox", "cat",
-                      f"{flake.build('lib')}/share/greeting") == "hello\n"
+        assert (
+            run_in(
+                rootfs,
+                f"{flake.build('busybox')}/bin/busybox",
+                "cat",
+                f"{flake.build('lib')}/share/greeting",
+            )
+            == "hello\n"
+        )
     # Our bin folders come first on PATH, the base's after.
     out = tmp_path / "app-on-base"
     build(dynix, flake.ref("app"), "--base", f"oci:{base}", "-o", f"oci:{out}", env=cache_env)

@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from image_fixtures import *  # noqa: F403  (fixtures: flake, flake_v2, cache_env)
+from image_fixtures import leftovers
+
 import conftest
 from conftest import one_line_error
-from image_fixtures import cache_env, flake, leftovers  # noqa: F401  (fixtures)
 
 
 @contextlib.contextmanager
@@ -21,7 +23,9 @@ def tmpfs(where: Path, *options: str):
     """A small tmpfs mounted for the test (we run as root), unmounted afterwards."""
     where.mkdir(parents=True, exist_ok=True)
     opts = ",".join(("size=1m", *options))
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True
+    )
     if proc.returncode != 0:
         pytest.fail(f"mount -t tmpfs failed (tests run as root): {proc.stderr.decode()}")
     try:
@@ -31,7 +35,9 @@ def tmpfs(where: Path, *options: str):
 
 
 def test_unknown_installable(dynix, flake, cache_env, tmp_path):
-    proc = dynix("image", "build", flake.ref("nope"), "-o", f"oci:{tmp_path / 'img'}", env=cache_env)
+    proc = dynix(
+        "image", "build", flake.ref("nope"), "-o", f"oci:{tmp_path / 'img'}", env=cache_env
+    )
     assert "does not provide attribute" in one_line_error(proc)
     assert not (tmp_path / "img").exists() and leftovers(tmp_path) == []
 
@@ -47,16 +53,34 @@ def test_read_only_output(dynix, flake, cache_env, tmp_path):
 def test_full_disk_leaves_nothing_behind(dynix, flake, cache_env, tmp_path, use_cache):
     with tmpfs(tmp_path / "small") as small:
         args = [] if use_cache else ["--no-cache"]
-        proc = dynix("image", "build", flake.ref(), *args, "--compress", "none",
-                     "-o", f"oci:{small / 'img'}", env=cache_env)
+        proc = dynix(
+            "image",
+            "build",
+            flake.ref(),
+            *args,
+            "--compress",
+            "none",
+            "-o",
+            f"oci:{small / 'img'}",
+            env=cache_env,
+        )
         assert "No space left on device" in one_line_error(proc)
         assert list(small.iterdir()) == []
 
 
 def test_full_disk_for_the_cache_leaves_no_partial_entry(dynix, flake, tmp_path):
     with tmpfs(tmp_path / "small") as small:
-        proc = dynix("image", "build", flake.ref(), "--cache-dir", str(small / "cache"),
-                     "--compress", "none", "-o", f"oci:{tmp_path / 'img'}")
+        proc = dynix(
+            "image",
+            "build",
+            flake.ref(),
+            "--cache-dir",
+            str(small / "cache"),
+            "--compress",
+            "none",
+            "-o",
+            f"oci:{tmp_path / 'img'}",
+        )
         assert "No space left on device" in one_line_error(proc)
         assert list((small / "cache" / "tmp").iterdir()) == []
         for key in (small / "cache" / "keys").iterdir():  # layers that did fit are complete
@@ -85,8 +109,16 @@ def test_corrupt_base_layer(dynix, flake, good_base, cache_env, tmp_path):
     data = layer.read_bytes()
     layer.unlink()
     layer.write_bytes(data[:100])
-    proc = dynix("image", "build", flake.ref("lib"), "--base", f"oci:{good_base}",
-                 "-o", f"oci:{tmp_path / 'img'}", env=cache_env)
+    proc = dynix(
+        "image",
+        "build",
+        flake.ref("lib"),
+        "--base",
+        f"oci:{good_base}",
+        "-o",
+        f"oci:{tmp_path / 'img'}",
+        env=cache_env,
+    )
     assert "corrupt" in one_line_error(proc)
     assert not (tmp_path / "img").exists() and leftovers(tmp_path) == []
 
@@ -94,8 +126,16 @@ def test_corrupt_base_layer(dynix, flake, good_base, cache_env, tmp_path):
 def test_corrupt_base_config(dynix, flake, good_base, cache_env, tmp_path):
     config = good_base / "blobs/sha256" / _manifest(good_base)["config"]["digest"][7:]
     config.write_text(config.read_text().replace("amd64", "arm64"))
-    proc = dynix("image", "build", flake.ref("lib"), "--base", f"oci:{good_base}",
-                 "-o", f"oci:{tmp_path / 'img'}", env=cache_env)
+    proc = dynix(
+        "image",
+        "build",
+        flake.ref("lib"),
+        "--base",
+        f"oci:{good_base}",
+        "-o",
+        f"oci:{tmp_path / 'img'}",
+        env=cache_env,
+    )
     assert "does not match its digest" in one_line_error(proc)
 
 
@@ -109,8 +149,16 @@ def test_base_that_is_not_an_image(dynix, flake, cache_env, tmp_path):
         (f"oci:{tmp_path / 'missing'}", "no OCI layout there"),
         (f"tarball:{tmp_path}", "unknown image location"),
     ):
-        proc = dynix("image", "build", flake.ref(), "--base", base, "-o", f"oci:{tmp_path / 'img'}",
-                     env=cache_env)
+        proc = dynix(
+            "image",
+            "build",
+            flake.ref(),
+            "--base",
+            base,
+            "-o",
+            f"oci:{tmp_path / 'img'}",
+            env=cache_env,
+        )
         assert message in one_line_error(proc), base
     assert not (tmp_path / "img").exists()
 
@@ -122,14 +170,29 @@ def test_bad_arguments(dynix, flake, cache_env, tmp_path):
         (["-o", f"oci:{tmp_path / 'file'}"], "is not a folder"),
         (["--system", "mips-plan9", "-o", f"oci:{tmp_path}/x"], "no OCI platform"),
         (["--env", "NOVALUE", "-o", f"oci:{tmp_path}/x"], "expected KEY=VALUE"),
-        (["--system", "x86_64-linux", "--system", "aarch64-linux", "-o",
-          f"docker-archive:{tmp_path}/x.tar"], "one platform"),
+        (
+            [
+                "--system",
+                "x86_64-linux",
+                "--system",
+                "aarch64-linux",
+                "-o",
+                f"docker-archive:{tmp_path}/x.tar",
+            ],
+            "one platform",
+        ),
     ]
     for args, message in cases:
         proc = dynix("image", "build", flake.ref(), *args, env=cache_env)
         assert message in one_line_error(proc), args
-    proc = dynix("image", "build", "/nix/store/00000000000000000000000000000000-gone",
-                 "-o", f"oci:{tmp_path}/x", env=cache_env)
+    proc = dynix(
+        "image",
+        "build",
+        "/nix/store/00000000000000000000000000000000-gone",
+        "-o",
+        f"oci:{tmp_path}/x",
+        env=cache_env,
+    )
     assert "is not valid" in one_line_error(proc)
 
 
@@ -138,9 +201,23 @@ def test_ctrl_c_leaves_nothing_behind(flake, cache_env, tmp_path):
     flake.build("big")
     cache = tmp_path / "xdg-cache"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dynix", "image", "build", flake.ref("big"), "--compress", "gzip",
-         "--level", "9", "-o", f"oci:{tmp_path / 'img'}"],
-        env=conftest.test_env(cache_env), stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dynix",
+            "image",
+            "build",
+            flake.ref("big"),
+            "--compress",
+            "gzip",
+            "--level",
+            "9",
+            "-o",
+            f"oci:{tmp_path / 'img'}",
+        ],
+        env=conftest.test_env(cache_env),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     for line in proc.stderr:

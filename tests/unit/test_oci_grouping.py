@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from dynix.oci.grouping import Graph, Node, group, popularity_groups
 
 

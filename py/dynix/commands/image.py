@@ -15,7 +15,8 @@ from ..errors import DynixError
 from ..oci import config as cfg
 from ..oci import grouping, layers, source
 from ..oci.cache import default_root
-from ..oci.image import Request, build as build_image
+from ..oci.image import Request
+from ..oci.image import build as build_image
 from ..output import emit_json, table
 
 
@@ -59,27 +60,56 @@ def image() -> None:
 
 @image.command()
 @click.argument("installables", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, metavar="oci:DIR|docker-archive:FILE",
-              help="Where to write the image.")
-@click.option("--system", "systems", multiple=True, metavar="SYSTEM",
-              help="Nix system to build for (repeat for a multi-platform index). "
-              "Flake installables resolve per system: .#pkg is packages.SYSTEM.pkg.")
-@click.option("--tag", metavar="NAME:TAG", help="Image name and tag (default: first package:latest).")
-@click.option("--base", metavar="oci:DIR|docker-archive:FILE|docker://REF",
-              help="Put the layers on top of this image (pin registry images by digest).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="oci:DIR|docker-archive:FILE",
+    help="Where to write the image.",
+)
+@click.option(
+    "--system",
+    "systems",
+    multiple=True,
+    metavar="SYSTEM",
+    help="Nix system to build for (repeat for a multi-platform index). "
+    "Flake installables resolve per system: .#pkg is packages.SYSTEM.pkg.",
+)
+@click.option(
+    "--tag", metavar="NAME:TAG", help="Image name and tag (default: first package:latest)."
+)
+@click.option(
+    "--base",
+    metavar="oci:DIR|docker-archive:FILE|docker://REF",
+    help="Put the layers on top of this image (pin registry images by digest).",
+)
 @click.option("--entrypoint", help="Entrypoint, split as a shell would ('' clears it).")
 @click.option("--cmd", help="Command (arguments to the entrypoint), split as a shell would.")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Set a variable.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Set a label.")
 @click.option("--created", help="Creation time, RFC 3339 (default: $SOURCE_DATE_EPOCH or 1970).")
-@click.option("--max-layers", type=click.IntRange(min=1), default=grouping.DEFAULT_MAX_LAYERS,
-              show_default=True, help="Most layers dynix adds (a base image's come on top).")
-@click.option("--compress", "compression", type=click.Choice(layers.COMPRESSIONS),
-              help="Layer compression (default: gzip for oci, none for docker-archive).")
+@click.option(
+    "--max-layers",
+    type=click.IntRange(min=1),
+    default=grouping.DEFAULT_MAX_LAYERS,
+    show_default=True,
+    help="Most layers dynix adds (a base image's come on top).",
+)
+@click.option(
+    "--compress",
+    "compression",
+    type=click.Choice(layers.COMPRESSIONS),
+    help="Layer compression (default: gzip for oci, none for docker-archive).",
+)
 @click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
-@click.option("--store", metavar="DIR", help="Read from (and build into) the Nix store rooted at DIR.")
-@click.option("--cache-dir", type=click.Path(path_type=Path),
-              help="Layer cache (default: $XDG_CACHE_HOME/dynix/layers).")
+@click.option(
+    "--store", metavar="DIR", help="Read from (and build into) the Nix store rooted at DIR."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    help="Layer cache (default: $XDG_CACHE_HOME/dynix/layers).",
+)
 @click.option("--no-cache", is_flag=True, help="Neither use nor fill the layer cache.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Layers written at once.")
 @click.option("--tls-verify/--no-tls-verify", default=None, help="For a docker:// base.")
@@ -150,10 +180,16 @@ def build(
 @image.command()
 @click.argument("src")
 @click.argument("dest")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Require HTTPS and a valid certificate from the registries (default: yes).")
-@click.option("--authfile", type=click.Path(dir_okay=False),
-              help="Registry credentials (containers-auth.json); never taken on the command line.")
+@click.option(
+    "--tls-verify/--no-tls-verify",
+    default=None,
+    help="Require HTTPS and a valid certificate from the registries (default: yes).",
+)
+@click.option(
+    "--authfile",
+    type=click.Path(dir_okay=False),
+    help="Registry credentials (containers-auth.json); never taken on the command line.",
+)
 def push(src: str, dest: str, tls_verify: bool | None, authfile: str | None) -> None:
     """Copy image SRC (oci:DIR[:TAG], docker-archive:FILE) to DEST (docker://HOST/REPO:TAG).
 

@@ -100,9 +100,10 @@ class _Group:
 
 
 def _delta(a: _Group, b: _Group) -> int:
-    return a.size * (b.touched & ~a.touched).bit_count() + b.size * (
-        a.touched & ~b.touched
-    ).bit_count()
+    return (
+        a.size * (b.touched & ~a.touched).bit_count()
+        + b.size * (a.touched & ~b.touched).bit_count()
+    )
 
 
 def group(nodes: Sequence[Node], max_layers: int = DEFAULT_MAX_LAYERS) -> list[list[str]]:

@@ -106,10 +106,14 @@ def _roots(req: Request, system: str, explicit: bool, root: str) -> list[str]:
     """Build what needs building for `system`; the store paths to put in the image, in order."""
     direct = {i: _store_path(i, root) for i in req.installables}
     if any(direct.values()) and len(req.systems) > 1:
-        raise DynixError("store paths belong to one system: with several --system, give flake installables")
+        raise DynixError(
+            "store paths belong to one system: with several --system, give flake installables"
+        )
     to_build = [i for i in req.installables if not direct[i]]
     built = iter(
-        nix.build(to_build, store=req.store, system=system if explicit else None) if to_build else []
+        nix.build(to_build, store=req.store, system=system if explicit else None)
+        if to_build
+        else []
     )
     roots: list[str] = []
     for item in req.installables:
@@ -284,13 +288,13 @@ def _build_into(
         nodes = [grouping.Node(i.path, i.nar_size, tuple(i.references)) for i in infos]
         hashes = {i.path: i.nar_hash for i in infos}
         sizes = {i.path: i.nar_size for i in infos}
-        level = req.level if req.level is not None else layers.DEFAULT_LEVELS[req.compression or "gzip"]
+        level = (
+            req.level if req.level is not None else layers.DEFAULT_LEVELS[req.compression or "gzip"]
+        )
         plan = []
         for paths in grouping.group(nodes, req.max_layers):
             key = layer_key([(p, hashes[p]) for p in paths], req.compression or "gzip", level)
-            layer = all_layers.setdefault(
-                key, Layer(key, paths, sum(sizes[p] for p in paths))
-            )
+            layer = all_layers.setdefault(key, Layer(key, paths, sum(sizes[p] for p in paths)))
             plan.append(layer)
         plans[system] = Platform(system, roots, plan, base)
         if base and len(base.layers) + len(plan) > 127:
@@ -324,7 +328,11 @@ def _build_into(
             assert layer.blob is not None
             blobs.add_file(layer.blob.digest, store.path(layer.blob.digest))
             layer_descs.append(
-                {"mediaType": layer.blob.media_type, "digest": layer.blob.digest, "size": layer.blob.size}
+                {
+                    "mediaType": layer.blob.media_type,
+                    "digest": layer.blob.digest,
+                    "size": layer.blob.size,
+                }
             )
         bin_dirs = [f"{r}/bin" for r in plan.roots if os.path.isdir(f"{root}{r}/bin")]
         image_labels = dict(labels)
@@ -342,15 +350,26 @@ def _build_into(
         config_desc = blobs.add_json(spec.CONFIG, config)
         manifest_desc = blobs.add_json(
             spec.MANIFEST,
-            {"schemaVersion": 2, "mediaType": spec.MANIFEST, "config": config_desc, "layers": layer_descs},
+            {
+                "schemaVersion": 2,
+                "mediaType": spec.MANIFEST,
+                "config": config_desc,
+                "layers": layer_descs,
+            },
         )
-        plan.manifest = {"config": config_desc, "layers": layer_descs, "digest": manifest_desc["digest"]}
+        plan.manifest = {
+            "config": config_desc,
+            "layers": layer_descs,
+            "digest": manifest_desc["digest"],
+        }
         manifests.append({**manifest_desc, "platform": platforms[system]})
 
     if len(manifests) == 1:
         top = {k: v for k, v in manifests[0].items() if k != "platform"}
     else:
-        top = blobs.add_json(spec.INDEX, {"schemaVersion": 2, "mediaType": spec.INDEX, "manifests": manifests})
+        top = blobs.add_json(
+            spec.INDEX, {"schemaVersion": 2, "mediaType": spec.INDEX, "manifests": manifests}
+        )
     if out.transport == "oci":
         write_layout(tmp, blobs, top, tag)
     else:
@@ -368,7 +387,9 @@ def _build_into(
     if base_source:
         base_source.close()
     written = sum(x.blob.size for x in todo if x.blob)
-    log.info(f"wrote {out} ({len(all_layers)} layers, {cached} from the cache, {_human(written)} new)")
+    log.info(
+        f"wrote {out} ({len(all_layers)} layers, {cached} from the cache, {_human(written)} new)"
+    )
     return {
         "reference": f"{out}:{tag}" if out.transport == "oci" else str(out),
         "digest": top["digest"],
@@ -380,7 +401,11 @@ def _build_into(
                 "manifest": plans[s].manifest["digest"],  # type: ignore[index]
                 "storePaths": plans[s].roots,
                 "layers": [
-                    {"paths": x.paths, "digest": x.blob.digest if x.blob else None, "cached": x.cached}
+                    {
+                        "paths": x.paths,
+                        "digest": x.blob.digest if x.blob else None,
+                        "cached": x.cached,
+                    }
                     for x in plans[s].layers
                 ],
             }

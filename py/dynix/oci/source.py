@@ -48,9 +48,7 @@ def parse_ref(text: str) -> ImageRef:
             f"unknown image location {text!r}: use oci:DIR, docker-archive:FILE or docker://REF"
         )
     path, ref = rest, None
-    if transport == "oci" and ":" in rest:
-        path, ref = rest.split(":", 1)
-    elif transport == "docker-archive" and ":" in rest:
+    if transport == "oci" and ":" in rest or transport == "docker-archive" and ":" in rest:
         path, ref = rest.split(":", 1)
     return ImageRef(transport, path, ref or None)
 
@@ -152,7 +150,9 @@ class Source:
         if not isinstance(cdesc, dict) or not isinstance(manifest.get("layers"), list):
             raise DynixError(f"manifest {desc.get('digest')} in {self.ref} has no config/layers")
         config = self._json_blob(cdesc, "config")
-        return Image(plat or _platform_of(config), desc["digest"], manifest, cdesc["digest"], config)
+        return Image(
+            plat or _platform_of(config), desc["digest"], manifest, cdesc["digest"], config
+        )
 
     def image_for(self, platform: dict[str, str]) -> Image:
         want = (platform["os"], platform["architecture"])
@@ -182,7 +182,9 @@ class Source:
                     n += len(chunk)
             got = "sha256:" + h.hexdigest()
             if got != digest or (size >= 0 and n != size):
-                raise DynixError(f"blob {digest} of {self.ref} is corrupt (its bytes hash to {got})")
+                raise DynixError(
+                    f"blob {digest} of {self.ref} is corrupt (its bytes hash to {got})"
+                )
             return Blob(digest, "", n, desc.get("mediaType", ""))
 
         store.write(None, produce)
@@ -211,7 +213,9 @@ class OciDir(Source):
             chosen = entries
         else:
             names = [e.get("annotations", {}).get(spec.REF_NAME, "?") for e in entries]
-            raise DynixError(f"{ref} holds several images; name one as oci:DIR:NAME ({', '.join(names)})")
+            raise DynixError(
+                f"{ref} holds several images; name one as oci:DIR:NAME ({', '.join(names)})"
+            )
         self._load(chosen[0])
 
     def _path(self, digest: str) -> Path:
@@ -221,7 +225,9 @@ class OciDir(Source):
         try:
             return self._path(digest).read_bytes()
         except OSError as exc:
-            raise DynixError(f"{self.ref}: {what} {digest} is missing: the image is corrupt") from exc
+            raise DynixError(
+                f"{self.ref}: {what} {digest} is missing: the image is corrupt"
+            ) from exc
 
     def blob_file(self, digest: str, size: int) -> Path | None:
         path = self._path(digest)
@@ -241,7 +247,7 @@ class DockerArchive(Source):
     def __init__(self, ref: ImageRef) -> None:
         super().__init__(ref)
         try:
-            self.tar = tarfile.open(ref.path, "r:")
+            self.tar = tarfile.open(ref.path, "r:")  # noqa: SIM115  (open until close())
             self.members = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isfile()}
         except (OSError, tarfile.TarError) as exc:
             raise DynixError(f"cannot read docker archive {ref.path}: {exc}") from exc
@@ -256,7 +262,9 @@ class DockerArchive(Source):
             if not entries:
                 raise DynixError(f"{ref}: no image tagged {ref.ref}")
         elif len(entries) > 1:
-            raise DynixError(f"{ref} holds several images; name one as docker-archive:FILE:NAME:TAG")
+            raise DynixError(
+                f"{ref} holds several images; name one as docker-archive:FILE:NAME:TAG"
+            )
         entry = entries[0]
         self.paths: dict[str, str] = {}
         config_raw = self._member_bytes(entry["Config"])
@@ -363,7 +371,9 @@ class Registry(Source):
         return super()._image(desc, plat, manifest)
 
 
-def open_source(ref: ImageRef, *, tls_verify: bool | None = None, authfile: str | None = None) -> Source:
+def open_source(
+    ref: ImageRef, *, tls_verify: bool | None = None, authfile: str | None = None
+) -> Source:
     if ref.transport == "oci":
         return OciDir(ref)
     if ref.transport == "docker-archive":
