@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from image_fixtures import *  # noqa: F403  (fixtures: flake, flake_v2, cache_env)
-from image_fixtures import Registry, skopeo_json, start_registry, stop_registry
+from image_fixtures import Registry, free_port, skopeo_json, start_registry, stop_registry
 
 from conftest import one_line_error
 
@@ -124,8 +124,6 @@ def test_docker_archive_pushes_too(dynix, flake, registry: Registry, cache_env, 
 
 def test_push_to_a_registry_that_is_not_there_is_one_line(dynix, flake, cache_env, tmp_path):
     build(dynix, flake.ref(), "-o", f"oci:{tmp_path / 'img'}", env=cache_env)
-    from image_fixtures import free_port
-
     proc = dynix(
         "image",
         "push",
@@ -133,8 +131,6 @@ def test_push_to_a_registry_that_is_not_there_is_one_line(dynix, flake, cache_en
         f"oci:{tmp_path / 'img'}",
         f"docker://127.0.0.1:{free_port()}/nothing:1",
     )
-    from conftest import one_line_error
-
     assert "registry unreachable" in one_line_error(proc)
 
 

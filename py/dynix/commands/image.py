@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import tempfile
@@ -17,6 +18,7 @@ from ..oci import grouping, layers, source
 from ..oci.cache import default_root
 from ..oci.image import Request
 from ..oci.image import build as build_image
+from ..oci.spec import REF_NAME
 from ..output import emit_json, table
 
 
@@ -219,17 +221,13 @@ def push(src: str, dest: str, tls_verify: bool | None, authfile: str | None) -> 
 
 
 def _only_name(ref: source.ImageRef) -> source.ImageRef:
-    """`oci:DIR` whose index names exactly one image: that name, as skopeo wants one."""
-    src = source.open_source(ref)
-    index = Path(ref.path) / "index.json"
-    import json
-
-    names = [
-        e.get("annotations", {}).get("org.opencontainers.image.ref.name")
-        for e in json.loads(index.read_text()).get("manifests", [])
-    ]
-    src.close()
-    return source.ImageRef("oci", ref.path, names[0]) if len(names) == 1 and names[0] else ref
+    """`oci:DIR` whose index names exactly one image: that name, since skopeo wants one."""
+    try:
+        index = json.loads((Path(ref.path) / "index.json").read_text())
+        (entry,) = index["manifests"]
+        return source.ImageRef("oci", ref.path, entry["annotations"][REF_NAME])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ref  # let skopeo say what is wrong with it
 
 
 def _describe(img: source.Image) -> dict[str, Any]:

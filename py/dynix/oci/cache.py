@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +24,7 @@ from . import spec
 from .layers import Blob
 
 VERSION = 1
+STALE = 6 * 3600  # seconds after which a temporary file is surely abandoned
 
 
 def default_root() -> Path:
@@ -39,7 +41,7 @@ def layer_key(paths: Sequence[tuple[str, str]], compression: str, level: int) ->
 class BlobStore:
     """A folder of content-addressed blobs, optionally with keys naming the layers among them."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, clean: bool = True) -> None:
         self.root = root
         self.blobs = root / "blobs" / "sha256"
         self.keys = root / "keys"
@@ -49,6 +51,8 @@ class BlobStore:
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DynixError(f"cannot use layer cache {root}: {exc.strerror}") from exc
+        if clean:
+            self.clean_temp(older_than=STALE)
 
     def path(self, digest: str) -> Path:
         return self.blobs / spec.hex_of(digest)
@@ -92,8 +96,14 @@ class BlobStore:
             raise DynixError(f"cannot write to {self.root}: {exc.strerror or exc}") from exc
         return blob
 
-    def clean_temp(self) -> None:
-        """Remove what interrupted writers left (their own handlers normally do)."""
+    def clean_temp(self, older_than: float = 0) -> None:
+        """Remove what killed writers left (an interrupted one removes its own).
+
+        Another build may be writing into the same cache: only files untouched for
+        `older_than` seconds are taken for dead.
+        """
+        now = time.time()
         for leftover in self.tmp.glob("*.tmp"):
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if now - leftover.stat().st_mtime >= older_than:
+                    leftover.unlink()

@@ -11,19 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from .. import log, nix, skopeo
 from ..errors import DynixError
 from ..files import atomic_path
 from . import config as cfg
-from . import grouping, layers, spec
+from . import grouping, layers, pool, spec
 from .cache import BlobStore, default_root, layer_key
 from .layout import BlobSet, write_docker_archive, write_layout
 from .source import ImageRef, Source, open_source, parse_ref
@@ -142,18 +140,16 @@ class _Progress:
     def __init__(self, total: int, count: int) -> None:
         self.total, self.count = total, count
         self.done_bytes = self.done_layers = 0
-        self.lock = threading.Lock()
         self.start = time.monotonic()
 
     def layer(self, layer: Layer) -> None:
-        with self.lock:
-            self.done_layers += 1
-            self.done_bytes += layer.nar_size
-            more = f" (+{len(layer.paths) - 1} paths)" if len(layer.paths) > 1 else ""
-            log.info(
-                f"[{self.done_layers}/{self.count}] {_human(self.done_bytes)}/{_human(self.total)} "
-                f"{cfg.store_name(layer.paths[0])}{more}"
-            )
+        self.done_layers += 1
+        self.done_bytes += layer.nar_size
+        more = f" (+{len(layer.paths) - 1} paths)" if len(layer.paths) > 1 else ""
+        log.info(
+            f"[{self.done_layers}/{self.count}] {_human(self.done_bytes)}/{_human(self.total)} "
+            f"{cfg.store_name(layer.paths[0])}{more}"
+        )
 
 
 def _human(n: float) -> str:
@@ -169,31 +165,22 @@ def _make_layers(todo: list[Layer], store: BlobStore, req: Request, root: str) -
     compression = req.compression or "gzip"
     level = req.level if req.level is not None else layers.DEFAULT_LEVELS[compression]
     progress = _Progress(sum(x.nar_size for x in todo), len(todo))
-    stop = threading.Event()
+    by_key = {layer.key: layer for layer in todo}
 
-    def make(layer: Layer) -> None:
-        def produce(out: BinaryIO) -> layers.Blob:
-            sink = layers.HashingSink(out, compression, level, stop=stop)
-            return layers.write_layer(layer.paths, sink, root=root)
-
-        layer.blob = store.write(layer.key, produce)
+    def done(job: pool.Job, blob: layers.Blob) -> None:
+        layer = by_key[job.key]
+        layer.blob = blob
         progress.layer(layer)
 
-    todo = sorted(todo, key=lambda x: -x.nar_size)  # the big ones first: they take longest
-    jobs = req.jobs or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="layer") as pool:
-        futures = [pool.submit(make, layer) for layer in todo]
-        try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()
-        except BaseException:
-            # A failed layer or Ctrl-C: the pool's exit waits for the running layers, which see
-            # `stop` at their next write and remove their temporary files.
-            stop.set()
-            for future in futures:
-                future.cancel()
-            raise
+    pool.write_all(
+        [pool.Job(x.key, tuple(x.paths), x.nar_size) for x in todo],
+        store,
+        compression=compression,
+        level=level,
+        root=root,
+        workers=req.jobs or min(8, os.cpu_count() or 1),
+        done=done,
+    )
 
 
 def _open_base(req: Request, systems: list[str], scratch: Path) -> Source | None:
@@ -201,6 +188,8 @@ def _open_base(req: Request, systems: list[str], scratch: Path) -> Source | None
         return None
     ref = parse_ref(req.base)
     if ref.transport == "docker":
+        if "@sha256:" not in ref.path:
+            log.warn(f"base {ref} is not pinned by digest: the image will change with the tag")
         # Copy the platforms needed into a local layout once; skopeo verifies every blob.
         local = scratch / "base"
         args: dict[str, Any] = {"all_platforms": len(systems) > 1}

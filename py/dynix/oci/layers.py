@@ -134,19 +134,37 @@ class HashingSink:
 
 
 class _TarWriter:
+    """Tar entries into a sink. Headers and small files are gathered in one reusable buffer
+    (files are read straight into it), so the sink hashes and writes a MiB at a time; large
+    files go through in CHUNK pieces."""
+
     def __init__(self, sink: HashingSink) -> None:
         self.sink = sink
         self.offset = 0
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
+        self.fill = 0
+
+    def _flush(self) -> None:
+        if self.fill:
+            self.sink.write(self.view[: self.fill])
+            self.fill = 0
+
+    def _room(self, n: int) -> None:
+        if self.fill + n > CHUNK:
+            self._flush()
+
+    def _put(self, data: bytes) -> None:
+        self._room(len(data))
+        self.view[self.fill : self.fill + len(data)] = data
+        self.fill += len(data)
+        self.offset += len(data)
 
     def _header(self, info: tarfile.TarInfo) -> None:
         info.mtime = MTIME
         info.uid = info.gid = 0
         info.uname = info.gname = ""
-        data = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-        self.sink.write(data)
-        self.offset += len(data)
+        self._put(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
 
     def directory(self, name: str, mode: int) -> None:
         info = tarfile.TarInfo(name)
@@ -165,27 +183,38 @@ class _TarWriter:
         info = tarfile.TarInfo(name)
         info.type = tarfile.REGTYPE
         info.mode = stat.S_IMODE(st.st_mode)
-        info.size = st.st_size
+        size = info.size = st.st_size
         self._header(info)
-        left = st.st_size
+        padded = size + (-size % BLOCK)
         with open(real, "rb", buffering=0) as handle:
-            while left:
-                n = handle.readinto(self.view[: min(CHUNK, left)])
-                if not n:
-                    raise DynixError(f"{real} got shorter while it was read")
-                self.sink.write(self.view[:n])
-                left -= n
-            if handle.read(1):
-                raise DynixError(f"{real} got longer while it was read")
-        pad = -st.st_size % BLOCK
-        if pad:
-            self.sink.write(bytes(pad))
-        self.offset += st.st_size + pad
+            if padded <= CHUNK // 4:
+                self._room(padded)
+                end = self.fill + size
+                while self.fill < end:
+                    n = handle.readinto(self.view[self.fill : end])
+                    if not n:
+                        raise DynixError(f"{real} got shorter while it was read")
+                    self.fill += n
+                self.view[end : end + padded - size] = bytes(padded - size)
+                self.fill = end + padded - size
+            else:
+                self._flush()
+                left = size
+                while left:
+                    n = handle.readinto(self.view[: min(CHUNK, left)])
+                    if not n:
+                        raise DynixError(f"{real} got shorter while it was read")
+                    self.sink.write(self.view[:n])
+                    left -= n
+                if padded > size:
+                    self.sink.write(bytes(padded - size))
+        self.offset += padded
 
     def close(self) -> None:
-        end = bytes(2 * BLOCK)
-        self.offset += len(end)
-        self.sink.write(end + bytes(-self.offset % RECORD))
+        """Two zero blocks end the archive; zeros fill its last record, as tar does."""
+        tail = 2 * BLOCK
+        self._put(bytes(tail + -(self.offset + tail) % RECORD))
+        self._flush()
 
 
 def _walk(writer: _TarWriter, real_root: str, name_root: str) -> None:
