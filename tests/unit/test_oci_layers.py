@@ -32,6 +32,14 @@ def fake_store(root: Path, *, hardlink: bool = False) -> None:
         (top / "share" / "data-again").write_bytes((top / "share" / "data").read_bytes())
     (top / "share" / ("x" * 150) / "zé.txt").write_text("unicode name")
     os.symlink("bin/tool", top / "link")
+    for folder, dirs, files in os.walk(top):  # the same modes whatever the umask
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o755)
+        for name in files:
+            full = os.path.join(folder, name)
+            if name != "tool" and not os.path.islink(full):
+                os.chmod(full, 0o444)
+    os.chmod(top, 0o755)
 
 
 def test_layer_entries_are_sorted_owned_by_root_and_timeless(tmp_path):
@@ -111,3 +119,14 @@ def test_only_store_paths_are_accepted(tmp_path):
 def test_unknown_compression_is_refused():
     with pytest.raises(DynixError, match="unknown compression"):
         layers.check_compression("lz4")
+
+
+def test_layer_bytes_are_pinned(tmp_path):
+    """The exact bytes of a known tree. tarfile's headers are the same from Python 3.9.18 to
+    3.13 (3.8 and older wrote device numbers into every header); should a Python change them,
+    image digests would change with it, and this test says so."""
+    fake_store(tmp_path)
+    plain = layers.layer_bytes([NAME], root=str(tmp_path))
+    assert hashlib.sha256(plain).hexdigest() == (
+        "6cb40aa4dcbfca133ce8f092eb8b982f71aa284254eee30d5aaa1342b2b1cf3c"
+    )
