@@ -22,7 +22,7 @@ from conftest import nix
 # What `from image_fixtures import *` brings into a test module: the pytest fixtures.
 __all__ = ["cache_env", "flake", "flake_v2"]
 
-BUSYBOX_AARCH64 = os.environ.get("DYNIX_TEST_BUSYBOX_AARCH64", "/opt/busybox-arm64/bin/busybox")
+BUSYBOX_AARCH64 = os.environ.get("DYNIX_TEST_BUSYBOX_AARCH64", "/var/cache/dynix/arm64/busybox")
 
 # Three packages per system: busybox itself, a library holding a greeting, and an app whose
 # script (run by that busybox) prints the greeting. The app refers to both, so the closure is
@@ -111,8 +111,8 @@ def aarch64_busybox() -> Path:
     path = Path(BUSYBOX_AARCH64)
     if not path.is_file():
         pytest.fail(
-            f"no aarch64 busybox at {path}: .ci/run extracts Debian's busybox-static:arm64 there "
-            "(or set DYNIX_TEST_BUSYBOX_AARCH64)"
+            f"no aarch64 busybox at {path}: scripts/setup-debian puts Debian's "
+            "busybox-static:arm64 there (or set DYNIX_TEST_BUSYBOX_AARCH64)"
         )
     binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
     if not binfmt.is_file() or "enabled" not in binfmt.read_text():

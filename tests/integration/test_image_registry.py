@@ -134,6 +134,7 @@ def test_push_to_a_registry_that_is_not_there_is_one_line(dynix, flake, cache_en
     assert "registry unreachable" in one_line_error(proc)
 
 
+@pytest.mark.slow
 def test_credentials_come_from_the_authfile_and_are_never_shown(dynix, flake, cache_env, tmp_path):
     password = "pw-that-must-not-leak-7431"
     registry, proc = start_registry(tmp_path / "auth-registry", users={"ci": password})
