@@ -170,6 +170,7 @@ def test_bad_arguments(dynix, flake, cache_env, tmp_path):
         (["-o", f"oci:{tmp_path / 'file'}"], "is not a folder"),
         (["--system", "mips-plan9", "-o", f"oci:{tmp_path}/x"], "no OCI platform"),
         (["--env", "NOVALUE", "-o", f"oci:{tmp_path}/x"], "expected KEY=VALUE"),
+        (["--level", "12", "-o", f"oci:{tmp_path}/x"], "gzip levels go from 1 to 9"),
         (
             [
                 "--system",

@@ -95,7 +95,7 @@ def image() -> None:
     type=click.IntRange(min=1),
     default=grouping.DEFAULT_MAX_LAYERS,
     show_default=True,
-    help="Most layers dynix adds (a base image's come on top).",
+    help="Most layers dynix adds (a base image's own are not counted).",
 )
 @click.option(
     "--compress",

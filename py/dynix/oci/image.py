@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,12 +226,10 @@ def build(req: Request) -> dict[str, Any]:
         raise DynixError("--max-layers must be at least 1")
     compression = req.compression or ("none" if out.transport == "docker-archive" else "gzip")
     req.compression = compression
-    layers.check_compression(compression)
-    explicit = bool(req.systems)
-    systems = sorted(set(req.systems)) or [nix.current_system()]
-    if out.transport == "docker-archive" and len(systems) > 1:
+    layers.check_compression(compression, req.level)
+    if out.transport == "docker-archive" and len(set(req.systems)) > 1:
         raise DynixError("a docker archive holds one platform: use -o oci:DIR for several --system")
-    platforms = {s: spec.platform(s) for s in systems}
+    platforms = {s: spec.platform(s) for s in req.systems}
     root = os.path.abspath(req.store) if req.store else ""
     target = Path(out.path)
     if out.transport == "oci" and target.exists() and not target.is_dir():
@@ -238,15 +237,34 @@ def build(req: Request) -> dict[str, Any]:
     if out.transport == "docker-archive" and target.is_dir():
         raise DynixError(f"{target} is a folder: a docker archive is a file")
 
-    with atomic_path(target) as tmp:
-        try:
-            scratch = Path(tempfile.mkdtemp(prefix=".dynix-", dir=target.parent))
-        except OSError as exc:
-            raise DynixError(f"cannot write to {target.parent}: {exc.strerror}") from exc
-        try:
-            return _build_into(req, out, tmp, scratch, systems, platforms, explicit, root)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+    # Nix calls that do not depend on the build run beside it.
+    helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nix")
+    try:
+        asks = Asks(
+            host=None if req.systems else helpers.submit(nix.current_system),
+            labels=helpers.submit(_flake_labels, req),
+            helpers=helpers,
+        )
+        with atomic_path(target) as tmp:
+            try:
+                scratch = Path(tempfile.mkdtemp(prefix=".dynix-", dir=target.parent))
+            except OSError as exc:
+                raise DynixError(f"cannot write to {target.parent}: {exc.strerror}") from exc
+            try:
+                return _build_into(req, out, tmp, scratch, platforms, asks, root)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        helpers.shutdown(wait=True)
+
+
+@dataclass
+class Asks:
+    """Answers from Nix that the build needs only later."""
+
+    host: Future[str] | None
+    labels: Future[dict[str, str]]
+    helpers: ThreadPoolExecutor
 
 
 def _build_into(
@@ -254,18 +272,26 @@ def _build_into(
     out: ImageRef,
     tmp: Path,
     scratch: Path,
-    systems: list[str],
     platforms: dict[str, dict[str, str]],
-    explicit: bool,
+    asks: Asks,
     root: str,
 ) -> dict[str, Any]:
     store = BlobStore(req.cache or scratch / "blobs")
-    base_source = _open_base(req, systems, scratch)
+    explicit = bool(req.systems)
+    # Without --system, Nix builds for this machine, whose name comes with the build.
+    systems = sorted(set(req.systems)) or [""]
+    base_source: Source | None = None
     plans: dict[str, Platform] = {}
     all_layers: dict[str, Layer] = {}
-    for system in systems:
-        base = base_source.image_for(platforms[system]) if base_source else None
+    for n, system in enumerate(systems):
         roots = _roots(req, system, explicit, root)
+        if not system:
+            assert asks.host is not None
+            system = systems[n] = asks.host.result()
+            platforms[system] = spec.platform(system)
+        if req.base and base_source is None:
+            base_source = _open_base(req, systems, scratch)
+        base = base_source.image_for(platforms[system]) if base_source else None
         infos = nix.path_info(roots, recursive=True, store=req.store)
         # Paths a (dynix-made) base image already holds are not added again.
         in_base = {
@@ -300,9 +326,10 @@ def _build_into(
         f"{len(all_layers)} layers: {cached} from the cache, {len(todo)} to write "
         f"({_human(sum(x.nar_size for x in todo))})"
     )
+    labels = asks.labels.result()
+    asks.helpers.shutdown(wait=True)  # no threads left when the layer writers fork
     _make_layers(todo, store, req, root)
 
-    labels = _flake_labels(req)
     if pins := cfg.pins_label():
         labels["dynix.pins"] = pins
     blobs = BlobSet()

@@ -73,11 +73,19 @@ def _compressor(compression: str, level: int):
     return None
 
 
-def check_compression(compression: str) -> None:
+LEVELS = {"gzip": range(1, 10), "zstd": range(1, 23), "none": range(0, 1)}
+
+
+def check_compression(compression: str, level: int | None = None) -> None:
     """Fail now, not halfway through, when a compression cannot be used here."""
     if compression not in COMPRESSIONS:
         raise DynixError(f"unknown compression {compression!r} (use {', '.join(COMPRESSIONS)})")
-    _compressor(compression, 1)
+    levels = LEVELS[compression]
+    if level is not None and level not in levels:
+        if compression == "none":
+            raise DynixError("--level goes with --compress gzip or zstd")
+        raise DynixError(f"{compression} levels go from {levels[0]} to {levels[-1]}, not {level}")
+    _compressor(compression, levels[-1])
 
 
 class HashingSink:
