@@ -16,8 +16,6 @@ from ..errors import DynixError
 from ..oci import config as cfg
 from ..oci import grouping, layers, source
 from ..oci.cache import default_root
-from ..oci.image import Request
-from ..oci.image import build as build_image
 from ..oci.spec import REF_NAME
 from ..output import emit_json, table
 
@@ -145,6 +143,9 @@ def build(
     layer. Layers are cached by store path, so a rebuild only writes the layers that changed.
     Prints the image's digest (of its manifest, or of its index with several --system).
     """
+    from ..oci.image import Request  # its worker pool: only when building
+    from ..oci.image import build as build_image
+
     settings = cfg.Settings(
         entrypoint=_words(entrypoint, "--entrypoint"),
         cmd=_words(cmd, "--cmd"),
