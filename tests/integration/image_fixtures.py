@@ -144,14 +144,24 @@ class Registry:
 
 
 def bcrypt_line(user: str, password: str) -> str:
-    """An htpasswd line (bcrypt, the only kind the registry takes), made with libxcrypt."""
+    """An htpasswd line (bcrypt, the only kind the registry takes): Python's crypt module
+    (libxcrypt) up to 3.12, else apache2-utils' htpasswd."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-
-    return f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+        try:
+            import crypt
+        except ImportError:
+            crypt = None
+    if crypt is not None:
+        return f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+    if not shutil.which("htpasswd"):
+        pytest.fail("no bcrypt here: Python's crypt module is gone; install apache2-utils")
+    out = subprocess.run(
+        ["htpasswd", "-nbB", user, password], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip() + "\n"
 
 
 def start_registry(

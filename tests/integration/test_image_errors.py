@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -219,13 +220,14 @@ def test_ctrl_c_leaves_nothing_behind(flake, cache_env, tmp_path):
         env=conftest.test_env(cache_env),
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a group of its own, as a terminal's foreground job has
     )
     assert proc.stderr is not None
     for line in proc.stderr:
         if "to write" in line:
             break
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the parent and its layer writers
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 130, rest
     assert "Aborted." in rest and "Traceback" not in rest
