@@ -29,11 +29,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import tomlkit
-import tomlkit.exceptions
 from tomlkit.toml_document import TOMLDocument
 
 from .errors import DynixError
 from .files import write_text_atomic
+from .tomlfile import line_of, parse
 
 SCHEMES = ("file", "http", "https", "s3", "ssh", "ssh-ng")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -150,33 +150,11 @@ class Config:
             text, exists = "", False
         except OSError as exc:
             raise DynixError(f"cannot read config {path}: {exc.strerror}") from exc
-        try:
-            doc = tomlkit.parse(text)
-        except tomlkit.exceptions.ParseError as exc:
-            message = str(exc).split(" at line ")[0]
-            raise DynixError(f"{path}:{exc.line}:{exc.col}: {message}") from exc
-        return cls(path, text, doc, exists)
+        return cls(path, text, parse(text, str(path)), exists)
 
     # -- reading and validation ---------------------------------------------------------
-    def _line_of(self, header: str, key: str | None = None) -> int:
-        """The line of `[header]` (or of `key` in it), for error messages; 1 if not found."""
-        lines = self.text.splitlines()
-        parts = [re.escape(p) + r"\"?" for p in header.split(".")]
-        pattern = re.compile(r"^\s*\[\s*\"?" + r"\s*\.\s*\"?".join(parts) + r"\s*\]")
-        start = next((i for i, line in enumerate(lines) if pattern.match(line)), None)
-        if start is None:
-            return 1
-        if key:
-            item = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
-            for i in range(start + 1, len(lines)):
-                if lines[i].lstrip().startswith("["):
-                    break
-                if item.match(lines[i]):
-                    return i + 1
-        return start + 1
-
     def fail(self, header: str, key: str | None, message: str) -> DynixError:
-        return DynixError(f"{self.path}:{self._line_of(header, key)}: {message}")
+        return DynixError(f"{self.path}:{line_of(self.text, header, key)}: {message}")
 
     def _read_caches(self) -> dict[str, Cache]:
         table = self.doc.get("caches", {})

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-import tomlkit.exceptions
 from tomlkit.toml_document import TOMLDocument
 
 from .errors import DynixError
 from .files import write_text_atomic
+from .tomlfile import line_of, parse
 
 UNRESOLVED = "unresolved"
 KINDS = ("pypi", "github", "url", "oci")
@@ -165,34 +165,12 @@ class PinsFile:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise DynixError(f"cannot read pins file {path}: {exc.strerror}") from exc
-        try:
-            doc = tomlkit.parse(text)
-        except tomlkit.exceptions.ParseError as exc:
-            message = str(exc).split(" at line ")[0]
-            raise DynixError(f"{path}:{exc.line}:{exc.col}: {message}") from exc
-        return cls(path, text, doc)
+        return cls(path, text, parse(text, str(path)))
 
     # -- validation ---------------------------------------------------------------------
-    def _line_of(self, name: str, key: str | None = None) -> int:
-        """The line of `[name]` (or of `key` inside it) in the file, for error messages."""
-        lines = self.text.splitlines()
-        header = re.compile(rf"^\s*\[\s*\"?{re.escape(name)}\"?\s*\]")
-        start = next((i for i, line in enumerate(lines) if header.match(line)), None)
-        if start is None:
-            return 1
-        if key:
-            item = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
-            for i in range(start + 1, len(lines)):
-                if lines[i].lstrip().startswith("[") and not lines[i].lstrip().startswith(
-                    f"[{name}."
-                ):
-                    break
-                if item.match(lines[i]):
-                    return i + 1
-        return start + 1
-
     def _fail(self, name: str, key: str | None, message: str) -> DynixError:
-        return DynixError(f"{self.path}:{self._line_of(name, key)}: pin '{name}': {message}")
+        line = line_of(self.text, name, key)
+        return DynixError(f"{self.path}:{line}: pin '{name}': {message}")
 
     def _validate(self, name: str) -> Pin:
         table = self.doc[name]

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-import tomlkit.exceptions
 
 from ..errors import DynixError
 from ..files import write_text_atomic
+from ..tomlfile import parse as parse_toml
 
 GRAPHS = ("disagg", "agg", "disagg_router", "agg_router", "echo")
 ROLES = ("all", "control-plane", "graph")
@@ -294,11 +294,7 @@ def load(path: str | Path | None) -> StackConfig:
 
 
 def parse(text: str, source: str = CONFIG_NAME) -> StackConfig:
-    try:
-        doc = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as exc:
-        message = str(exc).split(" at line ")[0]
-        raise DynixError(f"{source}:{exc.line}:{exc.col}: {message}") from exc
+    doc = parse_toml(text, source)
     values: dict[str, Any] = {}
     serve = doc.get("serve")
     if serve is None:

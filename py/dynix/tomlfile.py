@@ -1,0 +1,41 @@
+"""TOML files that users edit (pins, configs): errors name the file and the line."""
+
+from __future__ import annotations
+
+import re
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.toml_document import TOMLDocument
+
+from .errors import DynixError
+
+
+def parse(text: str, source: str) -> TOMLDocument:
+    """Parse `text` with tomlkit (comments and layout kept); a syntax error becomes
+    `source:LINE:COL: message`."""
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        message = str(exc).split(" at line ")[0]
+        raise DynixError(f"{source}:{exc.line}:{exc.col}: {message}") from exc
+
+
+def line_of(text: str, header: str, key: str | None = None) -> int:
+    """The line of the table `[header]` (dotted, e.g. `caches.team`), or of `key` in it or in
+    its sub-tables; 1 when it is not found."""
+    lines = text.splitlines()
+    parts = [re.escape(p) + r"\"?" for p in header.split(".")]
+    pattern = re.compile(r"^\s*\[\s*\"?" + r"\s*\.\s*\"?".join(parts) + r"\s*[\].]")
+    start = next((i for i, line in enumerate(lines) if pattern.match(line)), None)
+    if start is None:
+        return 1
+    if key:
+        item = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        for i in range(start + 1, len(lines)):
+            stripped = lines[i].lstrip()
+            if stripped.startswith("[") and not pattern.match(lines[i]):
+                break
+            if item.match(lines[i]):
+                return i + 1
+    return start + 1
