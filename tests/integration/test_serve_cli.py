@@ -229,3 +229,11 @@ def test_serve_examples_ship_inside_the_package():
 
     assert (host.ECHO_EXAMPLES / "graphs" / "echo.py").is_file()
     assert Path(host.ECHO_EXAMPLES).parts[-2:] == ("serve", "examples")
+
+
+def test_init_set_on_a_malformed_config_names_its_line_and_leaves_it(dynix, tmp_path):
+    path = tmp_path / "dynix.toml"
+    path.write_text("[serve\nport = 1\n")
+    proc = dynix("serve", "init", path, "--set", "serve.port=9000")
+    assert one_line_error(proc).startswith(f"Error: {path}:1:")
+    assert path.read_text() == "[serve\nport = 1\n"

@@ -381,7 +381,7 @@ def write_default(
     if path.exists() and not force and not settings:
         raise DynixError(f"{path} already exists (use --force to overwrite it)")
     text = path.read_text(encoding="utf-8") if path.exists() and not force else DEFAULT_TEXT
-    doc = tomlkit.parse(text)
+    doc = parse_toml(text, str(path))
     for dotted, raw in (settings or {}).items():
         table_name, _, key = dotted.rpartition(".")
         if (table_name, key) not in _KEYS:
