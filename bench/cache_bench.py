@@ -7,7 +7,8 @@ with nine tenths of them. Then, alternating A and B in each round so drift hits 
 
 - push: the whole closure where most paths are already in the cache;
   A = `dynix cache push ROOT --to bench` (asks the cache once, signs and uploads the rest),
-  B = `nix copy --to file://CACHE ROOT` (plain copy, no signing).
+  B = `nix copy --to 'file://CACHE?secret-key=KEY' ROOT` (plain Nix doing the same job: the
+  closure copied and signed with the same key).
   Before every run of either, the cache folder is reset to the same nine-tenths state and
   Nix's narinfo cache is emptied ($XDG_CACHE_HOME), so both start cold from the same place.
 - status: which paths of the closure the cache holds;
@@ -110,7 +111,7 @@ def main() -> None:
 
     reset = ["sh", "-c", f'rm -rf "{cache}" "{work}/xdg-cache" && cp -a "{pristine}" "{cache}"']
     push_a = [*dynix, "cache", "push", root, "--to", "bench"]
-    push_b = ["nix", "copy", "--to", f"file://{cache}", root]
+    push_b = ["nix", "copy", "--to", f"file://{cache}?secret-key={key}", root]
     status_a = [*dynix, "cache", "status", root, "--cache", "bench", "--json"]
     status_b = ["nix", "path-info", "--store", f"file://{cache}", "--json", *closure]
     if args.print_commands:
@@ -129,7 +130,7 @@ def main() -> None:
     for _ in range(args.runs):
         a.append(timed(push_a, env, reset))
         b.append(timed(push_b, env, reset))
-    report("push, 9/10 of the closure already cached", a, b, "dynix cache push", "nix copy")
+    report("push, 9/10 of the closure already cached", a, b, "dynix cache push", "nix copy, signed")
 
     subprocess.run(reset, env=env, check=True)
     sh(*push_a, env=env)  # the cache now holds everything; status reads it
