@@ -22,7 +22,6 @@ from . import log, nix, process, progress
 from .config import Cache, parse_key, public_from_secret
 from .errors import CommandError, DynixError, NixError
 
-STORE_DIR = "/nix/store"
 BINARY_CACHES = ("file", "http", "https", "s3")
 _UNSIGNED = re.compile(r"cannot add path '([^']+)' because it lacks a valid signature")
 
@@ -84,18 +83,23 @@ def signing_key(cache: Cache) -> Path:
 
 
 # -- which paths ------------------------------------------------------------------------------
-def is_store_path(arg: str) -> bool:
-    return arg.startswith(STORE_DIR + "/") and not arg.endswith(".drv")
+def _split(installables: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Store paths given directly (or through a link such as `./result`), and the rest."""
+    paths: list[str] = []
+    others: list[str] = []
+    for arg in installables:
+        path = nix.store_path_of(arg)
+        if path:
+            paths.append(path)
+        else:
+            others.append(arg)
+    return paths, others
 
 
 def output_paths(installables: Sequence[str], *, system: str | None = None) -> list[str]:
     """Store paths as given (a `./result` link is followed); other installables are
     evaluated (not built) to their output paths."""
-    paths: list[str] = []
-    to_evaluate: list[str] = []
-    for arg in installables:
-        real = os.path.realpath(arg) if os.path.islink(arg) else arg
-        (paths if is_store_path(real) else to_evaluate).append(real)
+    paths, to_evaluate = _split(installables)
     if to_evaluate:
         paths += nix.derivation_outputs(to_evaluate, system=system)
     return list(dict.fromkeys(paths))
@@ -103,11 +107,7 @@ def output_paths(installables: Sequence[str], *, system: str | None = None) -> l
 
 def realise(installables: Sequence[str]) -> list[str]:
     """Store paths as given; other installables built (with progress on stderr) to outputs."""
-    paths: list[str] = []
-    to_build: list[str] = []
-    for arg in installables:
-        real = os.path.realpath(arg) if os.path.islink(arg) else arg
-        (paths if is_store_path(real) else to_build).append(real)
+    paths, to_build = _split(installables)
     if to_build:
         log = progress.BuildLog()
         display = progress.Display(log)

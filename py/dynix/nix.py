@@ -8,6 +8,7 @@ nix.conf.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from . import process
 from .errors import DynixError, NixError
 
 EXPERIMENTAL = ("--extra-experimental-features", "nix-command flakes")
+STORE_DIR = "/nix/store/"
 
 # Phrases with which Nix's downloader reports that it never got an answer from the server,
 # as opposed to an answer it did not like (an HTTP error, a hash mismatch).
@@ -81,6 +83,20 @@ def _nix(
     for key, value in (options or {}).items():
         argv += ["--option", key, value]
     return process.run([*argv, *args], error=error, what=what or f"nix {args[0]}", **kwargs)
+
+
+def store_path_of(installable: str, *, store_root: str = "") -> str | None:
+    """The store path an installable names directly: `/nix/store/…` (a file inside a store path
+    names that path), or a link to one such as `./result`; None for what Nix must evaluate. With a
+    chroot store (`--store DIR`), links point into `store_root`."""
+    candidate = installable
+    if not candidate.startswith(STORE_DIR) and os.path.lexists(candidate):
+        candidate = os.path.realpath(candidate)
+        if store_root and candidate.startswith(store_root + STORE_DIR):
+            candidate = candidate[len(store_root) :]
+    if not candidate.startswith(STORE_DIR) or candidate.endswith(".drv"):
+        return None
+    return STORE_DIR + candidate[len(STORE_DIR) :].split("/", 1)[0]
 
 
 def _json(result: process.Result) -> Any:

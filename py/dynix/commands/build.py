@@ -100,10 +100,11 @@ def by_installable(
     by_out = {path: b for b in built for path in b.outputs.values()}
     result = {}
     for arg in installables:
-        real = os.path.realpath(arg) if os.path.islink(arg) else arg
-        if caches.is_store_path(real) and real in by_out:
-            result[arg] = entry(by_out[real])
+        path = nix.store_path_of(arg)
+        if path and path in by_out:
+            result[arg] = entry(by_out[path])
             continue
+        real = os.path.realpath(arg) if os.path.islink(arg) else arg
         drv = real if real.endswith(".drv") else nix.derivation_path(real, system=system)
         if drv in by_drv:
             result[arg] = entry(by_drv[drv])

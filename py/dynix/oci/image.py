@@ -27,8 +27,6 @@ from .cache import BlobStore, default_root, layer_key
 from .layout import BlobSet, write_docker_archive, write_layout
 from .source import ImageRef, Source, open_source, parse_ref
 
-STORE_DIR = "/nix/store/"
-
 
 @dataclass
 class Request:
@@ -86,24 +84,9 @@ def parse_tag(tag: str | None, roots: Sequence[str]) -> tuple[str, str]:
     return name, label
 
 
-def _store_path(installable: str, root: str) -> str | None:
-    """The store path an installable names directly (`/nix/store/…`, `./result`), if it does."""
-    candidate = installable
-    if not candidate.startswith(STORE_DIR) and os.path.lexists(candidate):
-        resolved = os.path.realpath(candidate)
-        if root and resolved.startswith(root + STORE_DIR):
-            resolved = resolved[len(root) :]
-        if not resolved.startswith(STORE_DIR):
-            return None
-        candidate = resolved
-    if not candidate.startswith(STORE_DIR) or candidate.endswith(".drv"):
-        return None
-    return STORE_DIR + candidate[len(STORE_DIR) :].split("/", 1)[0]
-
-
 def _roots(req: Request, system: str, explicit: bool, root: str) -> list[str]:
     """Build what needs building for `system`; the store paths to put in the image, in order."""
-    direct = {i: _store_path(i, root) for i in req.installables}
+    direct = {i: nix.store_path_of(i, store_root=root) for i in req.installables}
     if any(direct.values()) and len(req.systems) > 1:
         raise DynixError(
             "store paths belong to one system: with several --system, give flake installables"
@@ -126,7 +109,7 @@ def _roots(req: Request, system: str, explicit: bool, root: str) -> list[str]:
 
 def _flake_labels(req: Request) -> dict[str, str]:
     for item in req.installables:
-        if _store_path(item, req.store or ""):
+        if nix.store_path_of(item, store_root=req.store or ""):
             continue
         ref = item.split("#", 1)[0] or "."
         try:
