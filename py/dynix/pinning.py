@@ -73,9 +73,8 @@ def _check_image(source: Source) -> Check:
     # establishes it; what can be checked here is that the digest still names this tag.
     if source.digest == UNRESOLVED:
         return Check(source, UNRESOLVED_STATUS, detail="no digest recorded yet")
-    arch = _arch(source)
     try:
-        got = skopeo.platform_digest(source.url, arch=arch)
+        got = skopeo.platform_digest(source.url, arch=source.arch)
     except skopeo.RegistryUnreachable as exc:
         return Check(source, UNREACHABLE, detail=exc.tail)
     except (CommandError, DynixError) as exc:
@@ -84,10 +83,6 @@ def _check_image(source: Source) -> Check:
     return Check(
         source, status, got=got, detail="tag now points elsewhere" if status == MISMATCH else ""
     )
-
-
-def _arch(source: Source) -> str:
-    return {"aarch64-linux": "arm64", "x86_64-linux": "amd64"}.get(source.system or "", "amd64")
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ def _lock_image(
     if source.digest != UNRESOLVED:
         return None, None  # pinned by digest: moving it is `set --tag`'s job
     try:
-        got = skopeo.platform_digest(source.url, arch=_arch(source))
+        got = skopeo.platform_digest(source.url, arch=source.arch)
     except (CommandError, DynixError) as exc:
         status = UNREACHABLE if isinstance(exc, skopeo.RegistryUnreachable) else MISSING
         return None, Check(source, status, detail=getattr(exc, "tail", str(exc)))

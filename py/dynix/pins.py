@@ -49,6 +49,7 @@ class Source:
     hash: str
     system: str | None = None
     digest: str | None = None  # oci only
+    arch: str | None = None  # oci only: the platform's architecture, as registries name it
 
     @property
     def resolved(self) -> bool:
@@ -88,6 +89,7 @@ class Pin:
                 entry.get("hash", UNRESOLVED),
                 system=system,
                 digest=entry.get("digest", UNRESOLVED),
+                arch=entry["arch"],
             )
             for system, entry in d["systems"].items()
         ]
