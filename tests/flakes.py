@@ -69,6 +69,27 @@ def wide(count: int) -> str:
       }}"""
 
 
+def layered(width: int, depth: int, kib: int = 256) -> str:
+    """`depth` layers of `width` derivations (each `kib` KiB of random bytes) where every
+    derivation refers to all of the layer below, under one root: `packages.x86_64-linux.default`.
+    A cache must take the layers bottom up: a path is refused until its references are there."""
+    return f"""let
+        blob = "head -c {kib * 1024} /dev/urandom > $out/blob";
+        node = layer: i: below: mk {{
+          name = "layer${{toString layer}}-${{toString i}}"; refs = below;
+          script = "mkdir $out; echo $refs > $out/refs; ${{blob}}";
+        }};
+        top = done: if done == [ ] then [ ] else builtins.elemAt done (builtins.length done - 1);
+        layers = builtins.foldl'
+          (done: layer: done ++ [ (builtins.genList (i: node layer i (top done)) {width}) ])
+          [ ] (builtins.genList (l: l) {depth});
+        root = mk {{
+          name = "layered"; refs = builtins.elemAt layers ({depth} - 1);
+          script = "mkdir $out; echo $refs > $out/refs";
+        }};
+      in {{ packages.x86_64-linux.default = root; }}"""
+
+
 def write_flake(
     folder: Path, body: str = CHAIN, *, busybox: Path, nonce: str | None = None
 ) -> Path:

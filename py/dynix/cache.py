@@ -2,9 +2,9 @@
 them which paths they hold.
 
 A cache is any Nix store URL (`file://`, `http(s)://`, `s3://`, `ssh://`, `ssh-ng://`) or a
-cachix cache (`dynix.config.Cache`). Nix does the work (`dynix.nix`): dynix first asks the cache
-for the whole closure in one `nix path-info --store URL` call, then signs and copies only what
-is missing.
+cachix cache (`dynix.config.Cache`). Nix does the work (`dynix.nix`): dynix asks the cache about
+the whole closure in one call, then signs and copies only what is missing, several `nix copy`
+processes at once, each path after the paths it refers to (`upload_steps`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -193,11 +195,12 @@ class PushReport:
         }
 
 
-def cachix_push_argv(cache: Cache, paths: Sequence[str]) -> list[str]:
-    """The `cachix push` command line for `paths` (which cachix reads from stdin)."""
+def cachix_push_argv(cache: Cache, paths: Sequence[str], *, jobs: int = 1) -> list[str]:
+    """The `cachix push` command line for `paths` (which cachix reads from stdin); cachix runs
+    `jobs` uploads at once itself."""
     if not cache.cachix:
         raise DynixError(f"cache {cache.name!r} is not a cachix cache")
-    return ["cachix", "push", cache.cachix]
+    return ["cachix", "push", "--jobs", str(jobs), cache.cachix]
 
 
 def cachix_env(cache: Cache, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -219,22 +222,118 @@ def cachix_env(cache: Cache, environ: dict[str, str] | None = None) -> dict[str,
     return extra
 
 
-def push(cache: Cache, installables: Sequence[str]) -> PushReport:
-    """Sign and copy what the cache lacks of the installables' closure."""
+def default_jobs() -> int:
+    """How many `nix copy` processes a push runs at once unless told: one per core, up to 8."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+# What uploading one path costs besides its bytes (a compressor set up, a narinfo signed and
+# written), counted as that many NAR bytes; and the least work a layer must hold to be split
+# across processes, since each costs a Nix start-up and its own query of the cache.
+PER_PATH_BYTES = 64 * 1024
+SPLIT_MIN_BYTES = 16 * PER_PATH_BYTES
+
+
+def upload_steps(missing: Sequence[nix.PathInfo], jobs: int) -> list[list[list[str]]]:
+    """The order in which to upload `missing`: steps run one after another, each a list of
+    groups copied at the same time (one `nix copy` per group).
+
+    A cache takes a path only once the paths it refers to are there, so the paths are layered:
+    a path's missing references all sit in earlier layers, and the paths of one layer are
+    independent of each other. A layer with enough work is split into up to `jobs` groups of
+    about equal weight (paths with the same NAR content stay together, so no file is written
+    twice); runs of smaller layers go to a single `nix copy`, which orders them itself.
+    """
+    if not missing:
+        return []
+    if jobs <= 1:
+        return [[[p.path for p in missing]]]
+    by_path = {p.path: p for p in missing}
+    depth: dict[str, int] = {}
+    for start in by_path:  # iterative depth-first: closures can be thousands of paths deep
+        stack = [start]
+        while stack:
+            path = stack[-1]
+            if path in depth:
+                stack.pop()
+                continue
+            refs = [r for r in by_path[path].references if r in by_path and r != path]
+            pending = [r for r in refs if r not in depth]
+            if pending:
+                stack.extend(pending)
+                continue
+            depth[path] = 1 + max((depth[r] for r in refs), default=-1)
+            stack.pop()
+    layers: list[list[nix.PathInfo]] = [[] for _ in range(max(depth.values()) + 1)]
+    for info in missing:
+        layers[depth[info.path]].append(info)
+
+    steps: list[list[list[str]]] = []
+    run: list[str] = []  # consecutive small layers, for one `nix copy`
+    for layer in layers:
+        weight = sum(p.nar_size + PER_PATH_BYTES for p in layer)
+        if len(layer) < 2 or weight < SPLIT_MIN_BYTES:
+            run += [p.path for p in layer]
+            continue
+        if run:
+            steps.append([run])
+            run = []
+        steps.append(_balanced(layer, jobs))
+    if run:
+        steps.append([run])
+    return steps
+
+
+def _balanced(layer: Sequence[nix.PathInfo], jobs: int) -> list[list[str]]:
+    """`layer` in up to `jobs` groups of about equal weight, heaviest first into the lightest
+    group; paths with the same NAR hash stay in one group."""
+    same: dict[str, list[nix.PathInfo]] = {}
+    for info in layer:
+        same.setdefault(info.nar_hash or info.path, []).append(info)
+    bundles = sorted(
+        same.values(), key=lambda b: sum(p.nar_size + PER_PATH_BYTES for p in b), reverse=True
+    )
+    groups: list[list[str]] = [[] for _ in range(min(jobs, len(bundles)))]
+    loads = [0] * len(groups)
+    for bundle in bundles:
+        i = loads.index(min(loads))
+        groups[i] += [p.path for p in bundle]
+        loads[i] += sum(p.nar_size + PER_PATH_BYTES for p in bundle)
+    return groups
+
+
+def _all_at_once(calls: Sequence[Callable[[], object]]) -> None:
+    """Run `calls` on threads and wait for all of them; the first failure is raised once the
+    others have finished (a copy under way is let finish: the cache takes whole paths only)."""
+    if len(calls) == 1:
+        calls[0]()
+        return
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        wait(futures)
+    for future in futures:
+        future.result()
+
+
+def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) -> PushReport:
+    """Sign and copy what the cache lacks of the installables' closure, `jobs` copies at once."""
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise DynixError(f"--jobs must be at least 1 (got {jobs})")
     key = None if cache.cachix else signing_key(cache)
     env = cachix_env(cache) if cache.cachix else {}
     closure = local_closure(installables)
     lacking = set(nix.missing_paths(cache.url, [p.path for p in closure]))
     missing = [p for p in closure if p.path in lacking]
     present = [p for p in closure if p.path not in lacking]
+    paths = [p.path for p in missing]
     log.info(
         f"{cache.name}: {len(present)} of {len(closure)} paths already there, "
         f"uploading {len(missing)}"
     )
-    paths = [p.path for p in missing]
     if paths and cache.cachix:
         process.run(
-            cachix_push_argv(cache, paths),
+            cachix_push_argv(cache, paths, jobs=jobs),
             input="\n".join(paths) + "\n",
             extra_env=env,
             stderr_to_terminal=True,
@@ -249,7 +348,11 @@ def push(cache: Cache, installables: Sequence[str]) -> PushReport:
         else:  # ssh stores take the signatures the paths carry here
             nix.sign(paths, str(key))
             target = cache.url
-        nix.copy(paths, to=target, recursive=False, what=f"copying to {cache.name}")
+        what = f"copying to {cache.name}"
+        for step in upload_steps(missing, jobs):
+            _all_at_once(
+                [partial(nix.copy, group, to=target, recursive=False, what=what) for group in step]
+            )
     return PushReport(
         cache.name,
         len(present),

@@ -1,4 +1,7 @@
-"""Messages for humans: everything here goes to stderr; stdout is kept for results."""
+"""Messages for humans: everything here goes to stderr; stdout is kept for results.
+
+Each message is written in one call, so lines from threads (parallel uploads) never interleave.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +19,19 @@ def debug_enabled() -> bool:
     return _debug
 
 
+def _write(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def debug(message: str) -> None:
     if _debug:
-        print(f"dynix: {message}", file=sys.stderr, flush=True)
+        _write(f"dynix: {message}")
 
 
 def info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    _write(message)
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    _write(f"warning: {message}")

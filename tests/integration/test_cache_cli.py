@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import nix, one_line_error
-from flakes import wide, write_flake
+from flakes import layered, wide, write_flake
 from httpcache import HttpCache
 
 
@@ -226,6 +226,42 @@ def test_status_handles_a_thousand_path_closure_in_one_query_per_cache(dx, tmp_p
     assert second["alreadyPresent"]["paths"] == 900 and second["uploaded"]["paths"] == 101
 
 
+@pytest.mark.parametrize("kind", ["file", "http"])
+def test_parallel_push_uploads_each_path_after_its_references(
+    dx, tmp_path, busybox, http_cache, kind
+):
+    # three layers of three 512 KiB paths, each referring to the whole layer below, and a root:
+    # Nix refuses a path whose references the cache lacks, so a wrong order fails the push
+    flake = write_flake(tmp_path / "layered", layered(3, 3, kib=512), busybox=busybox)
+    root = build(str(flake))
+    url = f"file://{dx.tmp}/cache" if kind == "file" else http_cache.url
+    key, _ = secret_key(dx.tmp, "team-1")
+    dx.ok("cache", "add", "team", url, "--secret-key-file", str(key))
+    proc = dx("--debug", "cache", "push", root, "--to", "team", "--jobs", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["uploaded"]["paths"] == 10
+    copies = [line for line in proc.stderr.splitlines() if " copy --to " in line]
+    assert len(copies) == 10  # each layer as three copies at once, then the root
+    assert sum(root in line for line in copies) == 1 and root in copies[-1]
+
+    store = dx.tmp / "other-store"
+    dx.ok("cache", "pull", root, "--from", "team", "--store", str(store))
+    pulled = nix("path-info", "--store", str(store), "--recursive", root).stdout.split()
+    assert len(pulled) == 10
+
+
+def test_push_with_one_job_is_a_single_copy(dx, tmp_path, busybox):
+    flake = write_flake(tmp_path / "layered", layered(3, 2, kib=512), busybox=busybox)
+    key, _ = secret_key(dx.tmp, "team-1")
+    dx.ok("cache", "add", "team", f"file://{dx.tmp}/cache", "--secret-key-file", str(key))
+    proc = dx("--debug", "cache", "push", str(flake), "--to", "team", "-j", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert sum(" copy --to " in line for line in proc.stderr.splitlines()) == 1
+    assert "0 paths (0 B) already there, 7 uploaded" in proc.stdout
+    refused = dx("cache", "push", str(flake), "--to", "team", "--jobs", "0")
+    assert refused.returncode == 2 and "--jobs" in refused.stderr  # a usage error
+
+
 # -- secrets stay secret --------------------------------------------------------------------
 def test_secret_key_never_appears_in_output_or_debug_logs(dx, flake):
     dx.ok("cache", "add", "local", f"file://{dx.tmp}/cache")
@@ -255,7 +291,8 @@ def test_cachix_push_argv_and_environment(tmp_path):
     assert normalise_url("https://dynamo.cachix.org") == ("https://dynamo.cachix.org", "dynamo")
     key, public = secret_key(tmp_path, "dynamo.cachix.org-1")
     cache = Cache("dyn", "https://dynamo.cachix.org", public, str(key), "dynamo")
-    assert caches.cachix_push_argv(cache, ["/nix/store/x"]) == ["cachix", "push", "dynamo"]
+    argv = caches.cachix_push_argv(cache, ["/nix/store/x"], jobs=4)
+    assert argv == ["cachix", "push", "--jobs", "4", "dynamo"]
     env = caches.cachix_env(cache, {"CACHIX_AUTH_TOKEN": "t", "HOME": str(tmp_path)})
     assert env == {"CACHIX_SIGNING_KEY": key.read_text().strip().partition(":")[2]}
     with pytest.raises(Exception, match="needs CACHIX_AUTH_TOKEN"):

@@ -151,15 +151,25 @@ def keygen(ctx: click.Context, name: str, out: Path | None, key_name: str | None
 @config_option
 @click.argument("installables", nargs=-1, required=True)
 @click.option("--to", "to", required=True, help="The cache to push to.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="How many paths to upload at once (default: one per core, up to 8).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def push(ctx: click.Context, installables: tuple[str, ...], to: str, as_json: bool) -> None:
+def push(
+    ctx: click.Context, installables: tuple[str, ...], to: str, jobs: int | None, as_json: bool
+) -> None:
     """Sign and upload the closure of INSTALLABLES (store paths or flake outputs) to a cache.
 
-    Only what the cache lacks is signed and uploaded.
+    Only what the cache lacks is signed and uploaded, several paths at once, each after the
+    paths it refers to.
     """
     target = load_config(ctx).cache(to)
-    report = caches.push(target, installables)
+    report = caches.push(target, installables, jobs=jobs)
     if as_json:
         emit_json(report.to_json())
         return
