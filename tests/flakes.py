@@ -52,12 +52,21 @@ CHAIN = """rec {
     }"""
 
 
-def wide(count: int) -> str:
-    """A root derivation whose closure is `count` small text files (made at evaluation, so
-    cheap) plus the root itself: `packages.x86_64-linux.default`, and `.part`, a root of the
-    first nine tenths of the files."""
+def wide(count: int, new_kib: int = 0) -> str:
+    """A root derivation whose closure is `count` files plus the root itself:
+    `packages.x86_64-linux.default`, and `.part`, a root of the first nine tenths of the files.
+
+    The files are small texts made at evaluation (cheap). With `new_kib`, the last tenth (the
+    files `.part` lacks) are built instead, each about `new_kib` KiB of text that compresses
+    about as well as programs and libraries do (a hex dump of random bytes)."""
+    raw = new_kib * 1024 * 16 // 47  # `od -x` writes 47 bytes for every 16 it reads
     return f"""let
-        file = i: builtins.toFile "f${{toString i}}-${{nonce}}" "file ${{toString i}} ${{nonce}}";
+        small = i: builtins.toFile "f${{toString i}}-${{nonce}}" "file ${{toString i}} ${{nonce}}";
+        built = i: mk {{
+          name = "f${{toString i}}";
+          script = "head -c {raw} /dev/urandom | od -x > $out";
+        }};
+        file = i: if {new_kib} > 0 && i >= {count} * 9 / 10 then built i else small i;
         files = builtins.genList file {count};
         part = builtins.genList (i: builtins.elemAt files i) ({count} * 9 / 10);
         root = name: deps: mk {{

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from . import __version__, log
+from . import log
 from .commands import COMMANDS
 from .errors import DynixError
 
@@ -26,8 +26,24 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(f"dynix.commands.{module}"), attr)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from . import __version__
+
+    click.echo(f"dynix, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="dynix")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option("--debug", is_flag=True, help="Log every command run and show tracebacks.")
 def group(debug: bool) -> None:
     """Build, ship and run NVIDIA Dynamo's disaggregated LLM serving stack with Nix."""

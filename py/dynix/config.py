@@ -25,15 +25,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import tomlkit
-from tomlkit.toml_document import TOMLDocument
 
 from .errors import DynixError
 from .files import write_text_atomic
-from .tomlfile import line_of, parse
+from .tomlfile import line_of, parse, read
+
+if TYPE_CHECKING:
+    from tomlkit.toml_document import TOMLDocument
 
 SCHEMES = ("file", "http", "https", "s3", "ssh", "ssh-ng")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -130,15 +130,26 @@ class Cache:
 
 
 class Config:
-    """The parsed configuration file; `save` writes it back with its comments."""
+    """The parsed configuration file; `save` writes it back with its comments.
 
-    def __init__(self, path: Path, text: str, doc: TOMLDocument, exists: bool) -> None:
+    Reading takes the plain data (`data`); the comment-keeping document (`doc`) is parsed only
+    when something is edited.
+    """
+
+    def __init__(self, path: Path, text: str, data: dict[str, Any], exists: bool) -> None:
         self.path = path
         self.text = text
-        self.doc = doc
+        self.data = data
         self.exists = exists
+        self._doc: TOMLDocument | None = None
         self.caches = self._read_caches()
         self.builders = self._read_builders()
+
+    @property
+    def doc(self) -> TOMLDocument:
+        if self._doc is None:
+            self._doc = parse(self.text, str(self.path))
+        return self._doc
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Config:
@@ -150,14 +161,14 @@ class Config:
             text, exists = "", False
         except OSError as exc:
             raise DynixError(f"cannot read config {path}: {exc.strerror}") from exc
-        return cls(path, text, parse(text, str(path)), exists)
+        return cls(path, text, read(text, str(path)), exists)
 
     # -- reading and validation ---------------------------------------------------------
     def fail(self, header: str, key: str | None, message: str) -> DynixError:
         return DynixError(f"{self.path}:{line_of(self.text, header, key)}: {message}")
 
     def _read_caches(self) -> dict[str, Cache]:
-        table = self.doc.get("caches", {})
+        table = self.data.get("caches", {})
         if not isinstance(table, dict):
             raise self.fail("caches", None, "'caches' must be a table of [caches.NAME] tables")
         caches = {}
@@ -188,7 +199,7 @@ class Config:
         return caches
 
     def _read_builders(self) -> str:
-        build = self.doc.get("build", {})
+        build = self.data.get("build", {})
         if not isinstance(build, dict):
             raise self.fail("build", None, "'build' must be a table")
         builders = build.get("builders", "")
@@ -207,6 +218,8 @@ class Config:
     # -- editing ------------------------------------------------------------------------
     def set_cache(self, cache: Cache) -> None:
         """Add `cache`, or update the keys dynix owns in an existing entry (comments stay)."""
+        import tomlkit
+
         if "caches" not in self.doc:
             self.doc.add("caches", tomlkit.table(is_super_table=True))
         caches = self.doc["caches"]
@@ -232,11 +245,12 @@ class Config:
 
     def save(self) -> None:
         """Check that the edited document reads back, then replace the file in one rename."""
-        text = tomlkit.dumps(self.doc)
-        Config(self.path, text, tomlkit.parse(text), True)  # never write what we cannot read
+        text = self.doc.as_string()
+        data = read(text, str(self.path))
+        Config(self.path, text, data, True)  # never write what we cannot read
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path, text)
-        self.text, self.exists = text, True
+        self.text, self.data, self.exists = text, data, True
         self.caches = self._read_caches()
 
 
