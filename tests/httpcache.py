@@ -16,6 +16,7 @@ from pathlib import Path
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     root: Path
+    refused: set[str]  # file names whose upload is refused (403 Forbidden)
     protocol_version = "HTTP/1.1"
 
     def _target(self) -> Path | None:
@@ -47,16 +48,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(403)
             return
         length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if target.name in self.refused:
+            self._send(403, b"refused by the test")
+            return
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        with tmp.open("wb") as handle:
-            remaining = length
-            while remaining:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                handle.write(chunk)
-                remaining -= len(chunk)
+        tmp = target.with_name(f"{target.name}.{threading.get_ident()}.part")
+        tmp.write_bytes(body)
         os.replace(tmp, target)
         self._send(201)
 
@@ -70,7 +68,8 @@ class HttpCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        handler = type("Handler", (_Handler,), {"root": self.root})
+        self.refused: set[str] = set()
+        handler = type("Handler", (_Handler,), {"root": self.root, "refused": self.refused})
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -250,6 +250,25 @@ def test_parallel_push_uploads_each_path_after_its_references(
     assert len(pulled) == 10
 
 
+def test_a_failed_upload_stops_the_push_and_leaves_the_cache_consistent(dx, tmp_path, busybox):
+    flake = write_flake(tmp_path / "layered", layered(3, 2, kib=512), busybox=busybox)
+    root = build(str(flake))
+    closure = nix("path-info", "--recursive", root).stdout.split()
+    bad = next(p for p in closure if p.endswith("-layer0-1"))
+    key, _ = secret_key(dx.tmp, "team-1")
+    with HttpCache(tmp_path / "served") as served:
+        dx.ok("cache", "add", "web", served.url, "--secret-key-file", str(key))
+        served.refused.add(Path(bad).name.split("-")[0] + ".narinfo")
+        error = one_line_error(dx("cache", "push", root, "--to", "web", "--jobs", "3"))
+        assert "copying to web" in error and "403" in error
+        held = {p for p in closure if (served.root / (Path(p).name[:32] + ".narinfo")).exists()}
+        # the rest of that layer was let finish; nothing above it was started
+        assert sorted(Path(p).name[33:] for p in held) == ["layer0-0", "layer0-2"]
+        served.refused.clear()
+        report = json.loads(dx.ok("cache", "push", root, "--to", "web", "--json"))
+    assert report["alreadyPresent"]["paths"] == 2 and report["uploaded"]["paths"] == 5
+
+
 def test_push_with_one_job_is_a_single_copy(dx, tmp_path, busybox):
     flake = write_flake(tmp_path / "layered", layered(3, 2, kib=512), busybox=busybox)
     key, _ = secret_key(dx.tmp, "team-1")
