@@ -195,12 +195,12 @@ class PushReport:
         }
 
 
-def cachix_push_argv(cache: Cache, paths: Sequence[str], *, jobs: int = 1) -> list[str]:
+def cachix_push_argv(cache: Cache, paths: Sequence[str], *, jobs: int | None = None) -> list[str]:
     """The `cachix push` command line for `paths` (which cachix reads from stdin); cachix runs
-    `jobs` uploads at once itself."""
+    several uploads at once itself (`jobs` when given, else its own default)."""
     if not cache.cachix:
         raise DynixError(f"cache {cache.name!r} is not a cachix cache")
-    return ["cachix", "push", "--jobs", str(jobs), cache.cachix]
+    return ["cachix", "push", *(["--jobs", str(jobs)] if jobs else []), cache.cachix]
 
 
 def cachix_env(cache: Cache, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -326,9 +326,9 @@ def _all_at_once(calls: Sequence[Callable[[], object]]) -> None:
 
 
 def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) -> PushReport:
-    """Sign and copy what the cache lacks of the installables' closure, `jobs` copies at once."""
-    jobs = default_jobs() if jobs is None else jobs
-    if jobs < 1:
+    """Sign and copy what the cache lacks of the installables' closure, `jobs` copies at once
+    (by default one per core, up to 8; cachix has its own default)."""
+    if jobs is not None and jobs < 1:
         raise DynixError(f"--jobs must be at least 1 (got {jobs})")
     key = None if cache.cachix else signing_key(cache)
     env = cachix_env(cache) if cache.cachix else {}
@@ -359,7 +359,7 @@ def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) 
             nix.sign(paths, str(key))
             target = cache.url
         what = f"copying to {cache.name}"
-        for step in upload_steps(missing, jobs):
+        for step in upload_steps(missing, jobs or default_jobs()):
             _all_at_once(
                 [partial(nix.copy, group, to=target, recursive=False, what=what) for group in step]
             )

@@ -310,6 +310,7 @@ def test_cachix_push_argv_and_environment(tmp_path):
     assert normalise_url("https://dynamo.cachix.org") == ("https://dynamo.cachix.org", "dynamo")
     key, public = secret_key(tmp_path, "dynamo.cachix.org-1")
     cache = Cache("dyn", "https://dynamo.cachix.org", public, str(key), "dynamo")
+    assert caches.cachix_push_argv(cache, ["/nix/store/x"]) == ["cachix", "push", "dynamo"]
     argv = caches.cachix_push_argv(cache, ["/nix/store/x"], jobs=4)
     assert argv == ["cachix", "push", "--jobs", "4", "dynamo"]
     env = caches.cachix_env(cache, {"CACHIX_AUTH_TOKEN": "t", "HOME": str(tmp_path)})

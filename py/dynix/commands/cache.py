@@ -156,7 +156,7 @@ def keygen(ctx: click.Context, name: str, out: Path | None, key_name: str | None
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="How many paths to upload at once (default: one per core, up to 8).",
+    help="How many paths to upload at once (default: one per core, up to 8; cachix: its own).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
