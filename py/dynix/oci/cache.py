@@ -68,8 +68,9 @@ class BlobStore:
         return None
 
     @contextlib.contextmanager
-    def _temp(self) -> Iterator[tuple[BinaryIO, Path]]:
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="layer.", suffix=".tmp")
+    def _temp(self, prefix: str) -> Iterator[tuple[BinaryIO, Path]]:
+        """A new file in `tmp`, removed again unless the block files it away (`_file`)."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix=prefix, suffix=".tmp")
         path = Path(name)
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
@@ -79,19 +80,29 @@ class BlobStore:
                 path.unlink()
             raise
 
-    def write(self, key: str | None, produce: Callable[[BinaryIO], Blob]) -> Blob:
-        """Write a blob through `produce`, file it under its digest (and `key`), return it."""
+    @staticmethod
+    def _file(tmp: Path, target: Path, mode: int | None = None) -> None:
+        """Move a finished temporary file to `target` in one rename (removing it on failure)."""
         try:
-            with self._temp() as (handle, tmp):
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def write(self, key: str | None, produce: Callable[[BinaryIO], Blob]) -> Blob:
+        """Write a blob through `produce`, file it under its digest (and `key`), return it.
+        A failure (a full disk, an interruption) leaves no file behind in `tmp`."""
+        try:
+            with self._temp("layer.") as (handle, tmp):
                 blob = produce(handle)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, self.path(blob.digest))
+            self._file(tmp, self.path(blob.digest), 0o444)
             if key is not None:
-                entry = self.keys / f"{key}.json"
-                fd, name = tempfile.mkstemp(dir=self.tmp, prefix="key.", suffix=".tmp")
-                with os.fdopen(fd, "w") as out:
-                    json.dump(blob.to_json(), out)
-                os.replace(name, entry)
+                with self._temp("key.") as (out, tmp):
+                    out.write(json.dumps(blob.to_json()).encode())
+                self._file(tmp, self.keys / f"{key}.json")
         except OSError as exc:
             raise DynixError(f"cannot write to {self.root}: {exc.strerror or exc}") from exc
         return blob
