@@ -325,6 +325,27 @@ def _all_at_once(calls: Sequence[Callable[[], object]]) -> None:
         raise failures[0]
 
 
+class _Uploads:
+    """Copies groups of paths to one cache, saying on stderr how far the push has got."""
+
+    def __init__(self, name: str, target: str, missing: Sequence[nix.PathInfo]) -> None:
+        self.name, self.target = name, target
+        self.sizes = {p.path: p.nar_size for p in missing}
+        self.total_bytes = sum(self.sizes.values())
+        self.paths = self.bytes = 0
+        self.lock = threading.Lock()
+
+    def copy(self, group: Sequence[str]) -> None:
+        nix.copy(group, to=self.target, recursive=False, what=f"copying to {self.name}")
+        with self.lock:
+            self.paths += len(group)
+            self.bytes += sum(self.sizes[p] for p in group)
+            log.info(
+                f"{self.name}: {self.paths} of {len(self.sizes)} paths uploaded "
+                f"({progress.human_bytes(self.bytes)} of {progress.human_bytes(self.total_bytes)})"
+            )
+
+
 def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) -> PushReport:
     """Sign and copy what the cache lacks of the installables' closure, `jobs` copies at once
     (by default one per core, up to 8; cachix has its own default)."""
@@ -358,11 +379,9 @@ def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) 
         else:  # ssh stores take the signatures the paths carry here
             nix.sign(paths, str(key))
             target = cache.url
-        what = f"copying to {cache.name}"
+        uploads = _Uploads(cache.name, target, missing)
         for step in upload_steps(missing, jobs or default_jobs()):
-            _all_at_once(
-                [partial(nix.copy, group, to=target, recursive=False, what=what) for group in step]
-            )
+            _all_at_once([partial(uploads.copy, group) for group in step])
     return PushReport(
         cache.name,
         len(present),

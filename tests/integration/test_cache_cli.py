@@ -243,6 +243,8 @@ def test_parallel_push_uploads_each_path_after_its_references(
     copies = [line for line in proc.stderr.splitlines() if " copy --to " in line]
     assert len(copies) == 10  # each layer as three copies at once, then the root
     assert sum(root in line for line in copies) == 1 and root in copies[-1]
+    progress = [line for line in proc.stderr.splitlines() if " paths uploaded (" in line]
+    assert len(progress) == 10 and progress[-1].startswith("team: 10 of 10 paths uploaded (")
 
     store = dx.tmp / "other-store"
     dx.ok("cache", "pull", root, "--from", "team", "--store", str(store))
