@@ -222,16 +222,16 @@ def cachix_env(cache: Cache, environ: dict[str, str] | None = None) -> dict[str,
     return extra
 
 
-def default_jobs() -> int:
-    """How many `nix copy` processes a push runs at once unless told: one per core, up to 8."""
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
 # What uploading one path costs besides its bytes (a compressor set up, a narinfo signed and
 # written), counted as that many NAR bytes; and the least work a layer must hold to be split
 # across processes, since each costs a Nix start-up and its own query of the cache.
 PER_PATH_BYTES = 64 * 1024
 SPLIT_MIN_BYTES = 16 * PER_PATH_BYTES
+
+
+def _weight(infos: Sequence[nix.PathInfo]) -> int:
+    """The work of uploading `infos`, in NAR bytes (`PER_PATH_BYTES` added for each path)."""
+    return sum(p.nar_size + PER_PATH_BYTES for p in infos)
 
 
 def upload_steps(missing: Sequence[nix.PathInfo], jobs: int) -> list[list[list[str]]]:
@@ -271,8 +271,7 @@ def upload_steps(missing: Sequence[nix.PathInfo], jobs: int) -> list[list[list[s
     steps: list[list[list[str]]] = []
     run: list[str] = []  # consecutive small layers, for one `nix copy`
     for layer in layers:
-        weight = sum(p.nar_size + PER_PATH_BYTES for p in layer)
-        if len(layer) < 2 or weight < SPLIT_MIN_BYTES:
+        if len(layer) < 2 or _weight(layer) < SPLIT_MIN_BYTES:
             run += [p.path for p in layer]
             continue
         if run:
@@ -290,15 +289,13 @@ def _balanced(layer: Sequence[nix.PathInfo], jobs: int) -> list[list[str]]:
     same: dict[str, list[nix.PathInfo]] = {}
     for info in layer:
         same.setdefault(info.nar_hash or info.path, []).append(info)
-    bundles = sorted(
-        same.values(), key=lambda b: sum(p.nar_size + PER_PATH_BYTES for p in b), reverse=True
-    )
+    bundles = sorted(same.values(), key=_weight, reverse=True)
     groups: list[list[str]] = [[] for _ in range(min(jobs, len(bundles)))]
     loads = [0] * len(groups)
     for bundle in bundles:
         i = loads.index(min(loads))
         groups[i] += [p.path for p in bundle]
-        loads[i] += sum(p.nar_size + PER_PATH_BYTES for p in bundle)
+        loads[i] += _weight(bundle)
     return groups
 
 
@@ -380,7 +377,7 @@ def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) 
             nix.sign(paths, str(key))
             target = cache.url
         uploads = _Uploads(cache.name, target, missing)
-        for step in upload_steps(missing, jobs or default_jobs()):
+        for step in upload_steps(missing, jobs or process.default_jobs()):
             _all_at_once([partial(uploads.copy, group) for group in step])
     return PushReport(
         cache.name,

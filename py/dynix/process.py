@@ -174,6 +174,12 @@ def spawn(
         raise DynixError(f"{argv[0]}: program not found on PATH") from exc
 
 
+def default_jobs() -> int:
+    """How many processes dynix runs at once for one task unless told (layer writers, `nix copy`
+    uploads): one per core, up to 8."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 def which(program: str, path: str | None = None) -> str | None:
     """Where `program` is on PATH (or on `path`), or None."""
     return shutil.which(program, path=path)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import log, nix, skopeo
+from .. import log, nix, process, skopeo
 from ..errors import DynixError
 from ..files import atomic_path
 from . import config as cfg
@@ -162,7 +162,7 @@ def _make_layers(todo: list[Layer], store: BlobStore, req: Request, root: str) -
         compression=compression,
         level=level,
         root=root,
-        workers=req.jobs or min(8, os.cpu_count() or 1),
+        workers=req.jobs or process.default_jobs(),
         done=done,
     )
 
