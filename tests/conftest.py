@@ -70,10 +70,12 @@ def dynix() -> Dynix:
     return run
 
 
-def nix(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Plain `nix …` with the tests' configuration."""
+def nix(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    """Plain `nix …` with the tests' configuration (and `env` on top)."""
     return subprocess.run(
-        ["nix", *args], env=test_env(), text=True, capture_output=True, check=check, **kwargs
+        ["nix", *args], env=test_env(env), text=True, capture_output=True, check=check, **kwargs
     )
 
 

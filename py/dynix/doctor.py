@@ -5,7 +5,10 @@ Each check gives `ok`, `warn` or `fail`, what it saw, and for anything but ok a 
 
 from __future__ import annotations
 
+import grp
+import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +120,69 @@ def check_nix() -> tuple[list[Check], dict[str, Any] | None]:
     extra = " ".join(config.get("extra-platforms") or []) or "none"
     checks.append(Check("system", OK, f"{config.get('system')}, extra-platforms: {extra}"))
     return checks, config
+
+
+NIX_STATE_DIR = "/nix/var/nix"
+BUILD_USERS_FIX = (
+    "apt install nix-setup-systemd (it creates the nixbld build users), "
+    "or set `build-users-group =` in /etc/nix/nix.conf to build as root"
+)
+
+
+def _uses_daemon(config: dict[str, Any], state_dir: str = NIX_STATE_DIR) -> bool:
+    """Whether this user's Nix talks to a daemon. For `store = auto` Nix takes the local store
+    when its state folder is writable, else the daemon if its socket is there."""
+    store = str(config.get("store") or "auto")
+    if store == "auto":
+        socket_path = os.environ.get(
+            "NIX_DAEMON_SOCKET_PATH", os.path.join(state_dir, "daemon-socket", "socket")
+        )
+        return not os.access(state_dir, os.R_OK | os.W_OK) and os.path.exists(socket_path)
+    return store == "daemon" or store.startswith("unix://")
+
+
+def _build_users_problem(group_name: str) -> str:
+    """Why root's local store cannot build as `build-users-group`, or "" when it can."""
+    if not group_name:
+        return ""
+    try:
+        group = grp.getgrnam(group_name)
+    except KeyError:
+        return f"the group '{group_name}' named by build-users-group does not exist"
+    if not group.gr_mem:
+        return f"the group '{group_name}' named by build-users-group has no members"
+    return ""
+
+
+def check_can_build(config: dict[str, Any], *, timeout: float = 30) -> Check:
+    """Can Nix build here? Root's local store needs its build users; a daemon must answer; then a
+    real build of a derivation new to the store (about 0.1 s) proves it."""
+    name = "nix can build"
+    if _uses_daemon(config):
+        try:
+            nix.ping_store("daemon", timeout=timeout)
+        except DynixError as exc:
+            detail = getattr(exc, "tail", "") or str(exc)
+            fix = "start the Nix daemon (systemctl start nix-daemon), or build as root"
+            return Check(name, FAIL, f"the Nix daemon does not answer: {detail}", fix)
+    elif os.geteuid() == 0:
+        problem = _build_users_problem(str(config.get("build-users-group") or ""))
+        if problem:
+            return Check(name, FAIL, problem, BUILD_USERS_FIX)
+    started = time.monotonic()
+    try:
+        nix.probe_build(str(config.get("system") or nix.current_system()), timeout=timeout)
+    except DynixError as exc:
+        detail = (getattr(exc, "tail", "") or str(exc)).strip().splitlines()
+        why = detail[-1] if detail else str(exc)
+        return Check(name, FAIL, f"a test build failed: {why}", "see `nix build` of any package")
+    if _uses_daemon(config):
+        how = "through the daemon"
+    elif os.geteuid() == 0 and config.get("build-users-group"):
+        how = f"as the {config['build-users-group']} users"
+    else:
+        how = "as this user"
+    return Check(name, OK, f"a test build {how} took {time.monotonic() - started:.2f} s")
 
 
 def check_binfmt() -> Check:
@@ -258,6 +324,8 @@ def check_ports(ports: dict[int, str] | None = None) -> list[Check]:
 
 def run_all(cfg: Config, *, timeout: float = 15) -> list[Check]:
     checks, config = check_nix()
+    if config is not None:
+        checks.append(check_can_build(config, timeout=timeout))
     checks.append(check_binfmt())
     if config is not None:
         spec = "; ".join(filter(None, [cfg.builders, str(config.get("builders") or "")]))

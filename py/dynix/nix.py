@@ -408,3 +408,27 @@ def missing_paths(
 def ping_store(url: str, *, timeout: float = 15) -> None:
     """`nix store ping --store URL`: raises `NixError` when the store does not answer."""
     _nix(["store", "ping"], store=url, what=f"nix store ping {url}", timeout=timeout)
+
+
+def probe_build(system: str, *, timeout: float = 30) -> None:
+    """Build a derivation new to the store, then delete it: proves Nix can build here (build
+    users, sandbox, daemon) without a builder program, a substituter or network. Nix's own
+    `builtin:buildenv` makes an empty output that links its manifest to /dev/null."""
+    nonce = os.urandom(8).hex()
+    expr = (
+        f'derivation {{ name = "dynix-doctor-probe"; system = "{system}"; '
+        f'builder = "builtin:buildenv"; manifest = "/dev/null"; derivations = ""; '
+        f'nonce = "{nonce}"; }}'
+    )
+    options = {"substituters": "", "builders": ""}
+    result = _nix(
+        ["build", "--json", "--no-link", "--expr", expr],
+        options=options,
+        what="a test build",
+        timeout=timeout,
+    )
+    [item] = _json(result)
+    built = Built(item.get("drvPath", ""), dict(item.get("outputs", {})))
+    # `nix store delete` (2.8) would take the .drv as an installable and realise it.
+    argv = ["nix-store", "--delete", *built.outputs.values(), built.drv_path]
+    process.run(argv, check=False, what="nix-store --delete", timeout=timeout)

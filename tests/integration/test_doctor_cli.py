@@ -134,3 +134,72 @@ def test_doctor_without_nvidia_smi_warns(dynix, tmp_path, env):
     checks = checks_of(dynix("doctor", "--json", "--config", tmp_path / "n.toml", env=env))
     if not Path("/usr/bin/nvidia-smi").exists():
         assert checks["gpu"]["status"] == "warn"
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="root's local store: needs root")
+
+
+def nix_conf(extra: str) -> str:
+    from conftest import NIX_CONFIG
+
+    return NIX_CONFIG + "\n" + extra
+
+
+@root_only
+def test_doctor_builds_a_derivation_to_show_nix_can_build(dynix, tmp_path, env):
+    def probes() -> set[Path]:
+        return set(Path("/nix/store").glob("*-dynix-doctor-probe*"))
+
+    before = probes()
+    checks = checks_of(dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env))
+    built = checks["nix can build"]
+    assert built["status"] == "ok", built
+    assert built["detail"].startswith("a test build as the nixbld users took ")
+    assert probes() == before  # the probe's output and derivation are deleted again
+
+
+@root_only
+@pytest.mark.parametrize(
+    ("group", "why"),
+    [
+        (
+            "dynix-no-such-group",
+            "the group 'dynix-no-such-group' named by build-users-group does not exist",
+        ),
+        ("nogroup", "the group 'nogroup' named by build-users-group has no members"),
+    ],
+)
+def test_doctor_fails_root_without_build_users(dynix, tmp_path, env, group, why):
+    env["NIX_CONFIG"] = nix_conf(f"build-users-group = {group}")
+    proc = dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env)
+    assert proc.returncode == 1
+    built = checks_of(proc)["nix can build"]
+    assert built["status"] == "fail"
+    assert built["detail"] == why
+    assert "nix-setup-systemd" in built["fix"] and "\n" not in built["fix"]
+    # and Nix itself agrees: a build in that configuration fails
+    probe = nix(
+        "build",
+        "--no-link",
+        "--option",
+        "substituters",
+        "",
+        "--expr",
+        'derivation { name = "x"; system = "x86_64-linux"; builder = "builtin:buildenv"; '
+        f'manifest = "/dev/null"; derivations = ""; nonce = "{tmp_path}"; }}',
+        check=False,
+        env={"NIX_CONFIG": env["NIX_CONFIG"]},
+    )
+    assert probe.returncode != 0
+
+
+def test_doctor_fails_when_the_daemon_does_not_answer(dynix, tmp_path, env):
+    env["NIX_CONFIG"] = nix_conf("store = daemon")
+    env["NIX_DAEMON_SOCKET_PATH"] = str(tmp_path / "no-daemon" / "socket")
+    proc = dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env)
+    assert proc.returncode == 1
+    built = checks_of(proc)["nix can build"]
+    assert built["status"] == "fail"
+    assert built["detail"].startswith("the Nix daemon does not answer: ")
+    assert "no-daemon/socket" in built["detail"]
+    assert built["fix"].startswith("start the Nix daemon")
