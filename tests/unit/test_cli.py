@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import click
 import pytest
 
+import conftest
 from dynix.cli import group
+from dynix.commands import COMMANDS
 
 
 def walk(command: click.Command, path: tuple[str, ...] = ()):
@@ -65,3 +70,27 @@ def test_debug_shows_the_traceback(dynix, tmp_path):
     proc = dynix("--debug", "pins", "--file", tmp_path / "missing.toml", "show")
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_the_summary_dynix_help_lists_is_the_commands_own(name):
+    command = group.get_command(click.Context(group), name)
+    assert COMMANDS[name][1] == command.get_short_help_str(limit=1000)
+
+
+def test_top_level_help_imports_no_command_module():
+    code = (
+        "import sys\n"
+        "from dynix.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dynix.commands.')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=conftest.test_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Commands:" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "[]"
