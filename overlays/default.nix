@@ -106,6 +106,10 @@ in
     python3 = self.pkgsCuda.python312.override {
       self = self.python3;
       packageOverrides = pyFinal: _pyPrev: {
+        # Replaces nixpkgs' (older, marked broken there): Dynamo's SDK needs 1.4.8.
+        bentoml = pyFinal.callPackage ../pkgs/bentoml/package.nix {
+          inherit (self) fetchPin pins;
+        };
         nixl = pyFinal.callPackage ../pkgs/nixl/package.nix {
           inherit (self) fetchPin patchesFor platform;
           inherit (self.pkgsCuda) cudaPackages ucx abseil-cpp;
