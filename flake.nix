@@ -90,6 +90,13 @@
         }
       );
 
+      # Not packages: the fixed-output derivation behind every hash of pkgs/pins.toml, by pin and
+      # key (`pinFetches.<pin>.hash`, `pinFetches.<pin>.build-hashes.<key>`), which
+      # `dynix pins lock --build` builds to record the hashes Nix reports.
+      legacyPackages = eachSystem (system: {
+        inherit ((pkgsFor system).dynix-stack) pinFetches;
+      });
+
       apps = eachSystem (
         system:
         let

@@ -21,7 +21,10 @@ in
     # Every pinned source, described for this system (see pkgs/pins.nix).
     pins = stack.pins.forSystem system;
 
-    # The source of a pin, fetched with the nixpkgs fetcher its kind calls for.
+    # The source of a pin, fetched with the nixpkgs fetcher its kind calls for; for a pin that
+    # lacks what no fake hash can stand for (an image digest), a build that fails saying so.
+    # Images come from the CUDA package set: the only one, NVIDIA's, has a licence only that set
+    # admits (see isCudaRedistributable).
     fetchPin =
       name:
       let
@@ -29,10 +32,39 @@ in
         fetchers = {
           fetchurl = final.fetchurl;
           fetchFromGitHub = final.fetchFromGitHub;
-          "dockerTools.pullImage" = final.dockerTools.pullImage;
+          "dockerTools.pullImage" = self.pkgsCuda.dockerTools.pullImage;
         };
       in
-      fetchers.${pin.fetcher} pin.args;
+      if pin.unresolved != [ ] then
+        stack.pins.unresolvedBuild {
+          shell = [ final.runtimeShell ];
+          inherit system;
+        } pin
+      else
+        fetchers.${pin.fetcher} pin.args;
+
+    # Every fixed-output derivation whose hash pins.toml records, by pin and key as the file
+    # names them: `hash` (for an image: this system's), and `build-hashes.<key>`. `dynix pins
+    # lock --build` builds these and records the hashes Nix reports.
+    pinFetches =
+      let
+        buildHashFetches = {
+          etcd = builtins.mapAttrs (module: _: self.etcd.${module}.goModules) self.pins.etcd.buildHashes;
+          nats-server.vendor = self.nats-server.goModules;
+          dynamo = self.dynamo-runtime.gitSources;
+        };
+      in
+      builtins.mapAttrs (
+        name: pin:
+        {
+          hash = if name == "ngc-pytorch" then self.ngc-pytorch else self.fetchPin name;
+        }
+        // lib.optionalAttrs (pin.buildHashes != { }) {
+          build-hashes =
+            buildHashFetches.${name}
+              or (throw "pinFetches: nothing builds the build hashes of pin '${name}'");
+        }
+      ) self.pins;
 
     # The patch series of a package (patches/<pkg>/series), pins fetched.
     patchesFor = stack.patches.resolve self.fetchPin;
@@ -74,6 +106,10 @@ in
     python3 = self.pkgsCuda.python312.override {
       self = self.python3;
       packageOverrides = pyFinal: _pyPrev: {
+        # Replaces nixpkgs' (older, marked broken there): Dynamo's SDK needs 1.4.8.
+        bentoml = pyFinal.callPackage ../pkgs/bentoml/package.nix {
+          inherit (self) fetchPin pins;
+        };
         nixl = pyFinal.callPackage ../pkgs/nixl/package.nix {
           inherit (self) fetchPin patchesFor platform;
           inherit (self.pkgsCuda) cudaPackages ucx abseil-cpp;
@@ -99,9 +135,7 @@ in
     ai-dynamo-runtime = self.python3.pkgs.ai-dynamo-runtime;
     ai-dynamo = self.python3.pkgs.ai-dynamo;
     vllm = self.python3.pkgs.vllm;
-    ngc-pytorch = self.callPackage ../pkgs/ngc-pytorch/package.nix {
-      inherit (self.pkgsCuda) dockerTools;
-    };
+    ngc-pytorch = self.callPackage ../pkgs/ngc-pytorch/package.nix { };
     dynix = self.callPackage ../pkgs/dynix/package.nix { };
     dynamo-arm = self.callPackage ../pkgs/dynamo-arm/package.nix { };
   });

@@ -3,12 +3,18 @@
 #
 #   import ./pins.nix { }                    -> { pins, forSystem, fakeHash }
 #   (import ./pins.nix { }).forSystem "aarch64-linux"
-#     -> { <name> = { name, kind, version, fetcher, args, fetch, buildHashes, alternativeOf }; }
+#     -> { <name> = { name, kind, version, fetcher, args, fetch, buildHashes, alternativeOf,
+#                     unresolved }; }
 #
 # `fetcher` names the nixpkgs function and `args` are its arguments (fetchurl, fetchFromGitHub,
 # dockerTools.pullImage); `fetch` is the fixed-output download itself (url, whether it is
 # unpacked, hash). An "unresolved" hash becomes `fakeHash`, with a warning naming the pin and the
 # command that records the real value, so Nix reports the true hash on first use.
+#
+# What no fake value can stand for (an image digest) is listed in `unresolved`, one message each;
+# `unresolvedBuild` is then what a fetch of the pin builds: a derivation that fails with those
+# messages. Evaluation never stops on an unresolved pin (`nix flake check` evaluates every
+# package); only building what uses it does.
 {
   pinsFile ? ./pins.toml,
 }:
@@ -77,11 +83,9 @@ let
       perSystem =
         (required name entry "systems").${system}
           or (throw "pins.toml: pin '${name}' has no image for ${system}");
-      digest =
-        if perSystem.digest == "unresolved" then
-          throw "pin '${name}' has no image digest for ${system} yet; record it with `dynix pins lock ${name}` on a machine that can reach ${entry.image}"
-        else
-          perSystem.digest;
+      noDigest = "pin '${name}' has no image digest for ${system} yet; record it with `dynix pins lock ${name}` on a machine that can reach ${entry.image}";
+      # Only read where something asks for the digest itself; a fetch builds `unresolvedBuild`.
+      digest = if perSystem.digest == "unresolved" then throw noDigest else perSystem.digest;
       hash = resolveHash name "hash for ${system}" "nix build, then dynix pins set ${name} --build-hash ${system}=HASH" perSystem.hash;
     in
     {
@@ -102,6 +106,7 @@ let
         name = "${baseName entry.image}-${entry.tag}";
         unpack = false;
       };
+      unresolved = if perSystem.digest == "unresolved" then [ noDigest ] else [ ];
     };
 
   kinds = {
@@ -128,13 +133,31 @@ let
       version = entry.version or "";
       alternativeOf = entry.alternative-of or null;
       buildHashes = buildHashes name entry;
+      unresolved = [ ];
     }
     // make name entry system;
 
   forSystem = system: builtins.mapAttrs (describe system) raw;
+
+  # The build of a pin whose `unresolved` is not empty: it fails, printing those messages. `shell`
+  # is how to start a POSIX shell for `system`: [ runtimeShell ] with nixpkgs, [ busybox "sh" ] in
+  # the tests.
+  unresolvedBuild =
+    { shell, system }:
+    pin:
+    derivation {
+      name = "${pin.fetch.name}-unresolved";
+      inherit system;
+      builder = builtins.head shell;
+      message = builtins.concatStringsSep "\n" pin.unresolved;
+      args = builtins.tail shell ++ [
+        "-c"
+        "printf 'error: %s\\n' \"$message\" >&2; exit 1"
+      ];
+    };
 in
 {
-  inherit fakeHash forSystem;
+  inherit fakeHash forSystem unresolvedBuild;
   # The raw table, as written.
   pins = raw;
   names = builtins.attrNames raw;

@@ -4,6 +4,7 @@
 {
   lib,
   buildPythonPackage,
+  python,
   fetchPin,
   patchesFor,
   pins,
@@ -48,16 +49,28 @@ buildPythonPackage {
     typer
     types-psutil
   ];
-  # Exact pins upstream (bentoml==1.4.8, fastapi==0.115.6, kubernetes==32.0.1, …) that the
-  # pinned nixpkgs satisfies with nearby releases.
+  # Exact pins upstream (fastapi==0.115.6, kubernetes==32.0.1, …) that the pinned nixpkgs
+  # satisfies with nearby releases; bentoml is the 1.4.8 it pins (pkgs/bentoml).
   pythonRelaxDeps = true;
 
+  # Upstream's wheel has a regular (empty) dynamo/__init__.py, while ai-dynamo-runtime's
+  # dynamo.runtime, dynamo.llm and dynamo._core live in a `dynamo` folder without one. Where each
+  # package is its own sys.path entry (this package's bin/dynamo wrapper, the import check) the
+  # regular package hides the others; without the file `dynamo` is one namespace (PEP 420)
+  # across all entries, and a merged environment is unchanged.
   postInstall = ''
+    rm "$out/${python.sitePackages}/dynamo/__init__.py"
+    rm -f "$out/${python.sitePackages}"/dynamo/__pycache__/__init__.*
     mkdir -p $out/share/dynamo/examples
     cp -r examples/llm $out/share/dynamo/examples/llm
   '';
 
-  pythonImportsCheck = [ "dynamo.sdk" ];
+  # The CLI (`dynamo serve`) imports much that `dynamo.sdk` alone does not (bentoml's
+  # `_internal.utils.args`, circus, typer, kubernetes).
+  pythonImportsCheck = [
+    "dynamo.sdk"
+    "dynamo.sdk.cli.cli"
+  ];
 
   meta = {
     description = "NVIDIA Dynamo's Python SDK, CLI and LLM serving graphs";

@@ -29,12 +29,17 @@ symlinkJoin {
     dynix
   ];
   nativeBuildInputs = [ makeWrapper ];
-  # This environment's own programs come first for everything dynix starts; the patched vLLM
-  # publishes KV-cache events through Dynamo's C library.
+  # This environment's own programs come first for everything dynix starts (`dynamo serve` and
+  # the workers it starts inherit the environment); the patched vLLM publishes KV-cache events
+  # through Dynamo's C library, and loads NCCL from VLLM_NCCL_SO_PATH, which only vLLM's own
+  # wrapper sets: the workers import vllm instead, so it is set here, for `dynix` and `dynamo`.
   postBuild = ''
-    wrapProgram $out/bin/dynix \
-      --prefix PATH : $out/bin \
-      --set-default VLLM_KV_CAPI_PATH ${dynamo-runtime}/lib/libdynamo_llm_capi.so
+    for program in dynix dynamo; do
+      wrapProgram $out/bin/$program \
+        --prefix PATH : $out/bin \
+        --set-default VLLM_KV_CAPI_PATH ${dynamo-runtime}/lib/libdynamo_llm_capi.so \
+        --set-default VLLM_NCCL_SO_PATH ${python3.pkgs.vllm.ncclLibrary}
+    done
   '';
   passthru = { inherit python; };
   meta = {

@@ -5,6 +5,7 @@
 {
   lib,
   rustPlatform,
+  fetchgit,
   fetchPin,
   pins,
   protobuf,
@@ -14,6 +15,38 @@
 let
   pin = pins.dynamo;
   src = fetchPin "dynamo";
+  # Dynamo's Cargo.lock, carried here (lock/, a verbatim copy of the pinned source's): read at
+  # evaluation, it would have to be fetched first (import from derivation). The build checks the
+  # copy against the source's (cargoSetupHook's Cargo.lock comparison).
+  lockFile = ./lock/Cargo.lock;
+
+  # The lock's git sources, fetched exactly as importCargoLock fetches them (the same fetchgit
+  # arguments, so the same fixed-output derivations), one per pinned build hash. `dynix pins lock
+  # --build` builds these to learn the hashes.
+  gitSources =
+    let
+      packages = (builtins.fromTOML (builtins.readFile lockFile)).package;
+      crate =
+        key:
+        lib.findFirst (p: "${p.name}-${p.version}" == key)
+          (throw "pins.toml: [dynamo.build-hashes] names '${key}', which is no crate of Dynamo's Cargo.lock")
+          packages;
+      parseGit = source: builtins.match "git\\+([^?]+)(\\?(rev|tag|branch)=(.*))?#(.*)" source;
+    in
+    lib.mapAttrs (
+      key: hash:
+      let
+        parts = parseGit (crate key).source or "";
+      in
+      if parts == null then
+        throw "pins.toml: [dynamo.build-hashes] names '${key}', which is no git crate"
+      else
+        fetchgit {
+          url = builtins.elemAt parts 0;
+          rev = builtins.elemAt parts 4;
+          sha256 = hash;
+        }
+    ) pin.buildHashes;
 in
 rustPlatform.buildRustPackage {
   pname = "dynamo-runtime";
@@ -23,7 +56,7 @@ rustPlatform.buildRustPackage {
   # The lock's git crates (candle, llguidance, mistral.rs, bindgen_cuda) are vendored from the
   # hashes pinned in pkgs/pins.toml, [dynamo.build-hashes]; one per repository and commit.
   cargoLock = {
-    lockFile = "${src}/Cargo.lock";
+    inherit lockFile;
     outputHashes = pin.buildHashes;
   };
 
@@ -56,6 +89,8 @@ rustPlatform.buildRustPackage {
     test -x $out/bin/http && test -x $out/bin/llmctl && test -x $out/bin/metrics
     test -e $out/lib/libdynamo_llm_capi.so
   '';
+
+  passthru = { inherit gitSources; };
 
   meta = {
     description = "NVIDIA Dynamo's distributed runtime: OpenAI frontend, llmctl, metrics, KV C API";

@@ -23,9 +23,10 @@ buildPythonPackage {
   pyproject = true;
   inherit src;
 
-  # A workspace of its own with its own lock, which has no git crates.
+  # A workspace of its own with its own lock, which has no git crates. Carried here like the
+  # workspace's (see package.nix): no fetch at evaluation; the build compares it with the source's.
   cargoDeps = rustPlatform.importCargoLock {
-    lockFile = "${src}/lib/bindings/python/Cargo.lock";
+    lockFile = ./lock/lib/bindings/python/Cargo.lock;
   };
   cargoRoot = "lib/bindings/python";
   buildAndTestSubdir = "lib/bindings/python";

@@ -57,6 +57,7 @@
   pydantic,
   python-json-logger,
   pyyaml,
+  python-multipart,
   pyzmq,
   ray,
   requests,
@@ -66,19 +67,19 @@
   tiktoken,
   tokenizers,
   torch,
-  torchaudio,
   torchvision,
   tqdm,
   transformers,
   typing-extensions,
   uvicorn,
+  uvloop,
   watchfiles,
-  xformers,
   xgrammar,
 }:
 let
   sources = callPackage ./sources.nix { inherit fetchPin; };
   cudaVersion = cudaPackages.cudaMajorMinorVersion or cudaPackages.cudaVersion;
+  ncclLibrary = "${lib.getLib cudaPackages.nccl}/lib/libnccl.so";
 
   # vLLM's CMake wants one CUDA root with nvcc and the libraries it links.
   cudaRoot = symlinkJoin {
@@ -155,6 +156,12 @@ buildPythonPackage {
     export MAX_JOBS="$NIX_BUILD_CORES"
   '';
 
+  # requirements/common.txt and cuda.txt, less what this stack never imports: torchaudio (no
+  # import in vllm/ at all) and xformers (only the attention fallback for GPUs before sm_80, for
+  # dtypes or head sizes FlashAttention lacks, and vision encoders; upstream installs it on
+  # x86_64 only, so aarch64 never had it). Added: uvloop and python-multipart, which the OpenAI
+  # server module imports and needs at import (a Form() route; fastapi[standard] upstream), and
+  # setuptools, which triton needs on Python 3.12.
   dependencies = [
     aiohttp
     blake3
@@ -192,23 +199,24 @@ buildPythonPackage {
     pydantic
     python-json-logger
     pyyaml
+    python-multipart
     pyzmq
     ray
     requests
     scipy
+    setuptools
     sentencepiece
     six
     tiktoken
     tokenizers
     torch
-    torchaudio
     torchvision
     tqdm
     transformers
     typing-extensions
     uvicorn
+    uvloop
     watchfiles
-    xformers
     xgrammar
   ];
   # vLLM pins exact releases (outlines==0.1.11, xgrammar==0.1.18, …); the pinned nixpkgs has
@@ -217,7 +225,7 @@ buildPythonPackage {
   # Not packaged in nixpkgs; only used for OpenTelemetry's LLM span names.
   pythonRemoveDeps = [ "opentelemetry-semantic-conventions-ai" ];
 
-  makeWrapperArgs = [ "--set-default VLLM_NCCL_SO_PATH ${lib.getLib cudaPackages.nccl}/lib/libnccl.so" ];
+  makeWrapperArgs = [ "--set-default VLLM_NCCL_SO_PATH ${ncclLibrary}" ];
 
   # Importing vllm probes the GPU through NVML, which the build sandbox does not have.
   pythonImportsCheck = [ ];
@@ -225,6 +233,8 @@ buildPythonPackage {
   doCheck = false;
 
   passthru = {
+    # Dynamo's workers import vllm rather than run its wrapper: dynamo-arm sets this for them.
+    inherit ncclLibrary;
     inherit sources cudaCapabilities;
     inherit cudaVersion;
   };

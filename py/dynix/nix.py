@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -432,3 +433,49 @@ def probe_build(system: str, *, timeout: float = 30) -> None:
     # `nix store delete` (2.8) would take the .drv as an installable and realise it.
     argv = ["nix-store", "--delete", *built.outputs.values(), built.drv_path]
     process.run(argv, check=False, what="nix-store --delete", timeout=timeout)
+
+
+# -- fixed-output builds: the hashes Nix reports ----------------------------------------------
+
+_MISMATCH = re.compile(
+    r"hash mismatch in fixed-output derivation '(?P<drv>/nix/store/[^']+\.drv)':\s*"
+    r"specified:\s*(?P<specified>\S+)\s*got:\s*(?P<got>\S+)"
+)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A fixed-output derivation whose output did not have the hash it declares."""
+
+    drv_path: str
+    specified: str
+    got: str
+
+
+def realise(drv_paths: Sequence[str]) -> process.Result:
+    """`nix-store --realise --keep-going` of derivations; the result, failed or not: a failed
+    build is an answer here (see `hash_mismatches`, `failure_of`)."""
+    argv = ["nix-store", "--realise", "--keep-going", *drv_paths]
+    return process.run(argv, check=False, error=NixError, what="nix-store --realise")
+
+
+def hash_mismatches(stderr: str) -> list[Mismatch]:
+    """Every `hash mismatch in fixed-output derivation … specified: … got: …` in a build log."""
+    return [Mismatch(m["drv"], m["specified"], m["got"]) for m in _MISMATCH.finditer(stderr)]
+
+
+def failure_of(stderr: str, drv_path: str) -> str:
+    """What a build log says about why `drv_path` failed: its `error:` line, with the builder's
+    last log lines (`> …`) where Nix shows them; "" when the log does not name it."""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("error:") and drv_path in line:
+            said = [line.removeprefix("error:").strip()]
+            for follow in lines[i + 1 :]:
+                text = follow.strip()
+                if text.startswith("error:"):
+                    break
+                if text.startswith(">"):
+                    said.append(text.removeprefix(">").strip())
+            return " | ".join(said)
+    return ""

@@ -104,7 +104,7 @@ def lock(pins: PinsFile, names: list[str]) -> tuple[list[LockChange], list[Check
     for pin in pins.select(names):
         for source in pin.sources():
             if source.system is not None:
-                change, problem = _lock_image(pin.name, source, pins)
+                change, problem = lock_image_digest(pin.name, source, pins)
             else:
                 result = check(source)
                 change, problem = None, None
@@ -122,9 +122,11 @@ def lock(pins: PinsFile, names: list[str]) -> tuple[list[LockChange], list[Check
     return changes, problems
 
 
-def _lock_image(
+def lock_image_digest(
     name: str, source: Source, pins: PinsFile
 ) -> tuple[LockChange | None, Check | None]:
+    """Record the digest the registry gives an image's tag, where none is recorded; the image's
+    hash then becomes unresolved (the first build reports it). The file is not saved here."""
     if source.digest != UNRESOLVED:
         return None, None  # pinned by digest: moving it is `set --tag`'s job
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -135,3 +136,44 @@ def test_every_nix_file_parses():
             ["nix-instantiate", "--parse", str(path)], capture_output=True, text=True
         )
         assert proc.returncode == 0, (path, proc.stderr)
+
+
+def test_unresolved_image_digest_is_listed_not_thrown():
+    """`nix flake check` evaluates every package: an unresolved digest must not stop it."""
+    code = f'(import {REPO}/pkgs/pins.nix {{ }}).forSystem "x86_64-linux"'
+    got = json.loads(
+        nix(
+            "eval",
+            "--impure",
+            "--json",
+            "--expr",
+            f"builtins.mapAttrs (_: p: {{ inherit (p) unresolved; inherit (p.fetch) name; }}) "
+            f"({code})",
+        ).stdout
+    )
+    assert got["ngc-pytorch"]["name"] == "pytorch-25.03-py3"
+    [message] = got["ngc-pytorch"]["unresolved"]
+    assert "pin 'ngc-pytorch' has no image digest for x86_64-linux yet" in message
+    assert "dynix pins lock ngc-pytorch" in message
+    assert all(p["unresolved"] == [] for n, p in got.items() if n != "ngc-pytorch")
+
+
+def test_building_an_unresolved_pin_fails_with_its_message(tmp_path, busybox):
+    """What fetchPin builds for such a pin (pins.nix's unresolvedBuild; the overlay passes
+    nixpkgs' shell, busybox's here): evaluation succeeds, the build fails saying what to run."""
+    bb = tmp_path / "bb"
+    bb.mkdir()
+    shutil.copy2(busybox, bb / "busybox")
+    expr = (
+        f"let p = import {REPO}/pkgs/pins.nix {{ }}; in "
+        f'p.unresolvedBuild {{ shell = [ "${{{bb}}}/busybox" "sh" ]; system = "x86_64-linux"; }} '
+        f'(p.forSystem "x86_64-linux").ngc-pytorch'
+    )
+    drv = nix("eval", "--impure", "--raw", "--expr", f"({expr}).drvPath").stdout
+    assert drv.endswith("-pytorch-25.03-py3-unresolved.drv")
+    proc = nix("build", "--no-link", "--impure", "--expr", expr, check=False)
+    assert proc.returncode != 0
+    assert (
+        "error: pin 'ngc-pytorch' has no image digest for x86_64-linux yet; record it with "
+        "`dynix pins lock ngc-pytorch`" in proc.stderr
+    )

@@ -100,6 +100,51 @@ let
       expr = names "dynamo";
       expected = [ "0001-pyproject-unpin-pytest" ];
     };
+    # One pinned build hash per git repository and commit of Dynamo's (carried) Cargo.lock, named
+    # by one of its crates, as importCargoLock's outputHashes wants; the bindings' lock has none.
+    cargoGitCrates = {
+      expr =
+        let
+          lockPackages = file: (builtins.fromTOML (builtins.readFile file)).package;
+          gitCommit = p: builtins.match "git\\+[^#]*#(.*)" (p.source or "");
+          commits =
+            ps:
+            builtins.sort builtins.lessThan (
+              builtins.attrNames (
+                builtins.listToAttrs (
+                  map (p: {
+                    name = builtins.head (gitCommit p);
+                    value = null;
+                  }) (builtins.filter (p: gitCommit p != null) ps)
+                )
+              )
+            );
+          workspace = lockPackages ../../pkgs/dynamo-runtime/lock/Cargo.lock;
+          keys = builtins.attrNames stack.pins.pins.dynamo.build-hashes;
+        in
+        {
+          all = commits workspace;
+          named = commits (builtins.filter (p: builtins.elem "${p.name}-${p.version}" keys) workspace);
+          keys = builtins.length keys;
+          bindings = commits (lockPackages ../../pkgs/dynamo-runtime/lock/lib/bindings/python/Cargo.lock);
+        };
+      expected = {
+        all = [
+          "496a8d2bf8f88e3be4ea27332a209d66e8b404f4"
+          "8d7195774a209038ddfbb0d1a5348ed17b387386"
+          "aaafc2efc6305c1a79eee632b177d76586df1646"
+          "fb7ed75f3901b146aa1ba460baaeed5b494f2e0d"
+        ];
+        named = [
+          "496a8d2bf8f88e3be4ea27332a209d66e8b404f4"
+          "8d7195774a209038ddfbb0d1a5348ed17b387386"
+          "aaafc2efc6305c1a79eee632b177d76586df1646"
+          "fb7ed75f3901b146aa1ba460baaeed5b494f2e0d"
+        ];
+        keys = 4;
+        bindings = [ ];
+      };
+    };
     seriesPinsExist = {
       expr = builtins.all (e: !(e ? pin) || stack.pins.pins ? ${e.pin}) (
         builtins.concatMap stack.patches.series [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .. import log, pinning
+from .. import log, nix, pinbuilds, pinning
 from ..errors import DynixError
 from ..output import emit_json, table
 from ..pins import PinsFile, default_path
@@ -87,32 +87,74 @@ def verify(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
 
 @pins.command()
 @click.argument("names", nargs=-1)
+@click.option(
+    "--build",
+    is_flag=True,
+    help="Build what uses each hash (sources, images, Go vendor trees, Cargo git crates) and "
+    "record the hashes Nix reports; without NAMEs, every unresolved one.",
+)
+@click.option(
+    "--flake",
+    help="With --build: the flake that reads this pins file (default: the checkout it is in).",
+)
+@click.option(
+    "--system",
+    "systems",
+    multiple=True,
+    help="With --build: the system(s) to build for (default: this machine's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what changed as JSON.")
 @click.pass_context
-def lock(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
+def lock(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    build: bool,
+    flake: str | None,
+    systems: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Record the hashes Nix computes for unresolved or stale pins.
 
-    Only the changed values are rewritten; comments and layout are kept and the file is replaced
-    in one rename. Sources that cannot be reached keep what they have.
+    Without --build, sources are fetched and hashed (`nix store prefetch-file`) and image
+    digests asked of the registry. With --build, each fixed-output derivation that uses an
+    unresolved hash (of the pins named: every hash) is built, the hash Nix reports on mismatch
+    is recorded, and this repeats while it lets more build. Only the changed values are
+    rewritten; comments and layout are kept and the file is replaced in one rename.
     """
     pf = _load(ctx)
-    changes, problems = pinning.lock(pf, list(names))
-    if as_json:
-        emit_json(
-            {
-                "changed": [c.__dict__ for c in changes],
-                "notLocked": [p.to_json() for p in problems],
-            }
+    if not build and (flake or systems):
+        raise click.UsageError("--flake and --system go with --build")
+    if build:
+        changes, failures = pinbuilds.lock_by_build(
+            pf,
+            names,
+            flake=flake or _flake_of(pf.path),
+            systems=list(systems) or [nix.current_system()],
         )
+        not_locked = [{"label": f.label, "reason": f.reason} for f in failures]
+    else:
+        changes, problems = pinning.lock(pf, list(names))
+        not_locked = [p.to_json() for p in problems]
+        failures = [pinbuilds.Failure(p.source.label, f"{p.status}: {p.detail}") for p in problems]
+    if as_json:
+        emit_json({"changed": [c.__dict__ for c in changes], "notLocked": not_locked})
     else:
         for c in changes:
             click.echo(f"{c.pin}: {c.key} {c.old} -> {c.new}")
         if not changes:
             log.info("nothing to change")
-    for p in problems:
-        log.warn(f"{p.source.label}: not locked ({p.status}: {p.detail})")
-    if names and problems:
-        raise DynixError(f"could not lock {', '.join(p.source.label for p in problems)}")
+    for f in failures:
+        log.warn(f"{f.label}: not locked ({f.reason})")
+    if failures and (names or build):
+        raise DynixError(f"could not lock {', '.join(f.label for f in failures)}")
+
+
+def _flake_of(pins_file: Path) -> str:
+    """The checkout a pins file belongs to (`<root>/pkgs/pins.toml`), as a flake reference."""
+    root = pins_file.resolve().parent.parent
+    if not (root / "flake.nix").is_file():
+        raise DynixError(f"{pins_file} is not in a flake's pkgs/ folder: pass --flake")
+    return str(root)
 
 
 def _build_hash(value: str) -> tuple[str, str]:

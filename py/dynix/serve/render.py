@@ -152,7 +152,7 @@ def _scalar(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int | float):
         return json.dumps(value)
     text = str(value)
     if _PLAIN.match(text) and text.lower() not in _SPECIAL:
@@ -172,8 +172,8 @@ def to_yaml(data: dict[str, Any], indent: int = 0) -> str:
                 lines.append(to_yaml(value, indent + 1).rstrip("\n"))
             else:
                 lines.append(f"{pad}{name}: {{}}")
-        elif isinstance(value, (list, tuple)):
-            if any(isinstance(v, (dict, list, tuple)) for v in value):
+        elif isinstance(value, list | tuple):
+            if any(isinstance(v, dict | list | tuple) for v in value):
                 raise ValueError(f"{key}: only lists of scalars can be written")
             lines.append(f"{pad}{name}: [{', '.join(_scalar(v) for v in value)}]")
         else:
