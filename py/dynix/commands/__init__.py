@@ -7,6 +7,7 @@ COMMANDS = {
     "build": "build:build",
     "cache": "cache:cache",
     "doctor": "doctor:doctor",
+    "driver": "driver:driver",
     "serve": "serve:serve",
     "status": "status:status",
     "image": "image:image",

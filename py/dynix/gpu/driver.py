@@ -73,8 +73,8 @@ class Driver:
         """The driver's version from its libraries' file names (libcuda.so.570.86.15)."""
         for name in REQUIRED:
             for library in self.libraries:
-                if library.name == name and (match := _VERSION.search(library.target)):
-                    return match.group(1)
+                if library.name == name and version_of(library.target):
+                    return version_of(library.target)
         return ""
 
     @property
@@ -92,6 +92,12 @@ class Driver:
             "libraries": [library.to_json() for library in self.libraries],
             "searched": [{"folder": p.folder, "source": p.source} for p in self.places],
         }
+
+
+def version_of(path: str) -> str:
+    """The driver version a library's file name carries (libcuda.so.570.86.15), or ""."""
+    match = _VERSION.search(path)
+    return match.group(1) if match else ""
 
 
 def root() -> Path:

@@ -27,7 +27,7 @@ from . import folder as folders
 FROM_NIX = ("VLLM_NCCL_SO_PATH", "VLLM_KV_CAPI_PATH")
 NOT_FOUND_FIX = (
     "install the NVIDIA driver's user-space libraries (Ubuntu: libnvidia-compute-<branch>), "
-    "or run `dynix doctor` to see where dynix looked"
+    "`dynix doctor` lists where dynix looked"
 )
 
 
@@ -37,6 +37,10 @@ class WorkerEnv:
     folder: Path | None = None
     driver: drivers.Driver | None = None
     problem: str = ""
+
+
+def missing_message(driver: drivers.Driver) -> str:
+    return f"no NVIDIA driver here: {' and '.join(driver.missing)} not found; {NOT_FOUND_FIX}"
 
 
 def driver_env(folder: Path, base: Path | None = None) -> dict[str, str]:
@@ -57,11 +61,7 @@ def prepare(base: Path | None = None) -> WorkerEnv:
     missing (the environment then holds only what Nix set)."""
     driver = drivers.discover(base)
     if driver.missing:
-        problem = (
-            f"the NVIDIA driver's {' and '.join(driver.missing)} not found on this host; "
-            + NOT_FOUND_FIX
-        )
-        return WorkerEnv(nix_env(), None, driver, problem)
+        return WorkerEnv(nix_env(), None, driver, missing_message(driver))
     folder = folders.ensure(driver)
     return WorkerEnv({**driver_env(folder, base), **nix_env()}, folder, driver)
 
