@@ -9,11 +9,13 @@ loader (`ldconfig`, `dlopen`, `ld.so --inhibit-cache`) treats them as it treats 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 VERSION = "570.86.15"
+MULTIARCH = f"/usr/lib/{platform.machine()}-linux-gnu"
 
 NVML_C = r"""
 #include <string.h>
@@ -95,3 +97,53 @@ def build_ld_so_cache(root: Path, folders: list[str]) -> None:
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     conf.unlink()
+
+
+def write_nvidia_smi(bin_dir: Path, gpus: list[tuple[str, str, str, str]]) -> Path:
+    """A stand-in `nvidia-smi` answering `-L` and `--query-gpu=...` for `gpus` (name, memory,
+    driver, compute capability), as the real one prints them."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    listing = "\n".join(f"GPU {i}: {g[0]} (UUID: GPU-{i:08d})" for i, g in enumerate(gpus))
+    query = "\n".join(", ".join(g) for g in gpus)
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-L" ]; then cat <<"E"\n{listing}\nE\nexit 0; fi\n'
+        f'cat <<"E"\n{query}\nE\n'
+    )
+    smi.chmod(0o755)
+    return smi
+
+
+def host(tmp: Path, layout: dict[str, str] | None = None, *, cache: bool = True) -> Path:
+    """A fake host root: the driver installed in each folder of `layout` (host path -> version),
+    the loader cache built from them when `cache`."""
+    root = tmp / "host"
+    layout = layout or {MULTIARCH: VERSION}
+    for folder, version in layout.items():
+        install(root / folder.lstrip("/"), version)
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    if cache:
+        build_ld_so_cache(root, list(layout))
+    return root
+
+
+LOADERS = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}
+
+
+def probe(library_path: str | None, *, inhibit_cache: bool = True) -> dict:
+    """`python -m dynix.gpu.probe` run by the host's loader with `--inhibit-cache` (the host's
+    loader cache ignored, as Nix's glibc does), `library_path` its only library path."""
+    import json
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    env["PYTHONPATH"] = str(repo / "py")
+    if library_path is not None:
+        env["LD_LIBRARY_PATH"] = library_path
+    argv = [sys.executable, "-m", "dynix.gpu.probe"]
+    if inhibit_cache:
+        argv = [LOADERS[platform.machine()], "--inhibit-cache", *argv]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
