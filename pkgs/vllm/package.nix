@@ -217,7 +217,7 @@ buildPythonPackage {
   # Not packaged in nixpkgs; only used for OpenTelemetry's LLM span names.
   pythonRemoveDeps = [ "opentelemetry-semantic-conventions-ai" ];
 
-  makeWrapperArgs = [ "--set-default VLLM_NCCL_SO_PATH ${lib.getLib cudaPackages.nccl}/lib/libnccl.so" ];
+  # VLLM_NCCL_SO_PATH and the rest of the worker environment: pkgs/dynamo-arm/worker-env.nix.
 
   # Importing vllm probes the GPU through NVML, which the build sandbox does not have.
   pythonImportsCheck = [ ];
