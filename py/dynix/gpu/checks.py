@@ -106,28 +106,27 @@ def check_libraries(driver: drivers.Driver, gpu_host: bool) -> Check:
     return Check("driver libraries", OK, f"{version}: {where}")
 
 
+def _probe_check(name: str, answer: dict[str, Any], detail: str, library_path: str) -> Check:
+    if answer.get("loaded") and answer.get("init") == 0:
+        return Check(name, OK, detail)
+    fix = RELOAD_FIX if answer.get("loaded") else f"LD_LIBRARY_PATH={library_path} lacks it"
+    return Check(name, FAIL, str(answer.get("error", "not loaded")), fix)
+
+
 def check_probe(probe: dict[str, Any], library_path: str) -> list[Check]:
     nvml, cuda = probe.get("nvml", {}), probe.get("cuda", {})
-    checks = []
-    if nvml.get("loaded") and nvml.get("init") == 0:
-        detail = (
-            f"nvmlInit ok through {nvml.get('file')}: {nvml.get('devices')} GPU(s), "
-            f"driver {nvml.get('driver', '?')}"
-        )
-        checks.append(Check("nvml", OK, detail))
-    else:
-        fix = RELOAD_FIX if nvml.get("loaded") else f"LD_LIBRARY_PATH={library_path} lacks it"
-        checks.append(Check("nvml", FAIL, str(nvml.get("error", "not loaded")), fix))
-    if cuda.get("loaded") and cuda.get("init") == 0:
-        detail = (
-            f"cuInit ok through {cuda.get('file')}: {cuda.get('devices')} device(s), "
-            f"CUDA {cuda.get('cuda', '?')} (driver API)"
-        )
-        checks.append(Check("cuda driver", OK, detail))
-    else:
-        fix = RELOAD_FIX if cuda.get("loaded") else f"LD_LIBRARY_PATH={library_path} lacks it"
-        checks.append(Check("cuda driver", FAIL, str(cuda.get("error", "not loaded")), fix))
-    return checks
+    nvml_ok = (
+        f"nvmlInit ok through {nvml.get('file')}: {nvml.get('devices')} GPU(s), "
+        f"driver {nvml.get('driver', '?')}"
+    )
+    cuda_ok = (
+        f"cuInit ok through {cuda.get('file')}: {cuda.get('devices')} device(s), "
+        f"CUDA {cuda.get('cuda', '?')} (driver API)"
+    )
+    return [
+        _probe_check("nvml", nvml, nvml_ok, library_path),
+        _probe_check("cuda driver", cuda, cuda_ok, library_path),
+    ]
 
 
 def run(run_command: Callable[..., process.Result] = process.run) -> list[Check]:

@@ -31,12 +31,20 @@ def loaded_from(name: str) -> str:
     return ""
 
 
-def nvml() -> dict[str, Any]:
+def load(name: str) -> tuple[ctypes.CDLL | None, dict[str, Any]]:
+    """The library loaded by bare name (the library path, then the loader's cache), and what
+    to report of it."""
     try:
-        lib = ctypes.CDLL(NVML)
+        lib = ctypes.CDLL(name)
     except OSError as exc:
-        return {"library": NVML, "loaded": False, "error": str(exc)}
-    out: dict[str, Any] = {"library": NVML, "loaded": True, "file": loaded_from(NVML)}
+        return None, {"library": name, "loaded": False, "error": str(exc)}
+    return lib, {"library": name, "loaded": True, "file": loaded_from(name)}
+
+
+def nvml() -> dict[str, Any]:
+    lib, out = load(NVML)
+    if lib is None:
+        return out
     lib.nvmlErrorString.restype = ctypes.c_char_p
     rc = lib.nvmlInit_v2()
     out["init"] = rc
@@ -54,11 +62,9 @@ def nvml() -> dict[str, Any]:
 
 
 def cuda() -> dict[str, Any]:
-    try:
-        lib = ctypes.CDLL(CUDA)
-    except OSError as exc:
-        return {"library": CUDA, "loaded": False, "error": str(exc)}
-    out: dict[str, Any] = {"library": CUDA, "loaded": True, "file": loaded_from(CUDA)}
+    lib, out = load(CUDA)
+    if lib is None:
+        return out
     rc = lib.cuInit(ctypes.c_uint(0))
     out["init"] = rc
     if rc != 0:
