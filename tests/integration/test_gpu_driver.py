@@ -304,3 +304,25 @@ def test_the_probe_module_needs_only_the_standard_library():
     out = subprocess.run([sys.executable, "-S", "-c", code], env={"PYTHONPATH": str(REPO / "py")},
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert out.strip() == "['dynix', 'dynix.gpu', 'dynix.gpu.probe']"
+
+
+def test_status_shows_the_gpus_each_service_was_given(dynix, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    graph = {
+        "name": "graph", "pid": None, "argv": ["dynamo"], "ports": {}, "health": "stopped",
+        "services": {"VllmWorker": {"pids": [], "restarts": 0},
+                     "PrefillWorker": {"pids": [], "restarts": 0}},
+        "gpus": {"VllmWorker": [[0], [1]], "PrefillWorker": [[2, 3]]},
+    }  # fmt: skip
+    (state / "state.json").write_text(json.dumps(
+        {"pid": 0, "status": "stopped", "role": "all", "graph": "disagg", "components": [graph]}
+    ))  # fmt: skip
+    proc = dynix("status", "--state-dir", state)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:]}
+    assert rows["VllmWorker"][-2:] == ["0", "1"]
+    assert rows["PrefillWorker"][-1] == "2,3"
+    data = json.loads(dynix("status", "--state-dir", state, "--json").stdout)
+    services = data["components"][0]["services"]
+    assert services["PrefillWorker"]["gpus"] == [[2, 3]]
