@@ -11,8 +11,19 @@
   etcd,
   dynix,
   stack,
+  cudaCapabilities,
 }:
 let
+  workerEnv = import ./worker-env.nix {
+    inherit lib dynamo-runtime cudaCapabilities;
+    inherit (python3.pkgs) vllm;
+  };
+  setWorkerEnv = lib.concatStringsSep " " (
+    lib.mapAttrsToList (name: value: "--set-default ${name} ${lib.escapeShellArg value}") workerEnv
+  );
+  # Outside `dynix serve` (which finds the host's NVIDIA driver itself), the stack's programs get
+  # the driver folder from `dynix driver --env`; on NixOS /run/opengl-driver/lib serves as it is.
+  findDriver = lib.escapeShellArg ''[ -n "''${DYNIX_DRIVER_DIR-}" ] || eval "$(${placeholder "out"}/bin/dynix driver --env 2>/dev/null)"'';
   python = python3.withPackages (ps: [
     ps.vllm
     ps.ai-dynamo
@@ -29,19 +40,17 @@ symlinkJoin {
     dynix
   ];
   nativeBuildInputs = [ makeWrapper ];
-  # This environment's own programs come first for everything dynix starts (`dynamo serve` and
-  # the workers it starts inherit the environment); the patched vLLM publishes KV-cache events
-  # through Dynamo's C library, and loads NCCL from VLLM_NCCL_SO_PATH, which only vLLM's own
-  # wrapper sets: the workers import vllm instead, so it is set here, for `dynix` and `dynamo`.
+  # This environment's own programs come first for everything dynix starts; every program that
+  # starts vLLM workers gets the worker environment (./worker-env.nix).
   postBuild = ''
-    for program in dynix dynamo; do
-      wrapProgram $out/bin/$program \
-        --prefix PATH : $out/bin \
-        --set-default VLLM_KV_CAPI_PATH ${dynamo-runtime}/lib/libdynamo_llm_capi.so \
-        --set-default VLLM_NCCL_SO_PATH ${python3.pkgs.vllm.ncclLibrary}
+    wrapProgram $out/bin/dynix --prefix PATH : $out/bin ${setWorkerEnv}
+    for program in dynamo vllm; do
+      if [ -e $out/bin/$program ]; then
+        wrapProgram $out/bin/$program --prefix PATH : $out/bin ${setWorkerEnv} --run ${findDriver}
+      fi
     done
   '';
-  passthru = { inherit python; };
+  passthru = { inherit python workerEnv; };
   meta = {
     description = "NVIDIA Dynamo ${stack.versions.dynamo} + vLLM ${stack.versions.vllm} + NIXL + nats-server + etcd, run by dynix";
     mainProgram = "dynix";

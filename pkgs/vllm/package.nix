@@ -225,6 +225,7 @@ buildPythonPackage {
   # Not packaged in nixpkgs; only used for OpenTelemetry's LLM span names.
   pythonRemoveDeps = [ "opentelemetry-semantic-conventions-ai" ];
 
+  # vLLM's own `vllm` program; the stack's workers get it from pkgs/dynamo-arm/worker-env.nix.
   makeWrapperArgs = [ "--set-default VLLM_NCCL_SO_PATH ${ncclLibrary}" ];
 
   # Importing vllm probes the GPU through NVML, which the build sandbox does not have.

@@ -9,7 +9,7 @@ import grp
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,36 +255,6 @@ def check_caches(cfg: Config, timeout: float) -> list[Check]:
     return checks
 
 
-def check_gpus(run: Callable[..., process.Result] = process.run) -> Check:
-    want = ".".join(map(str, MIN_DRIVER))
-    if not process.which("nvidia-smi"):
-        return Check(
-            "gpu",
-            WARN,
-            "no nvidia-smi: no NVIDIA driver here (building needs none; serving does)",
-            f"on GPU hosts install the NVIDIA driver >= {want}",
-        )
-    argv = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
-    result = run(argv, check=False)
-    if result.returncode != 0:
-        return Check("gpu", FAIL, f"nvidia-smi failed: {result.stderr.strip()}", "check the driver")
-    gpus = [line.split(",") for line in result.stdout.splitlines() if line.strip()]
-    if not gpus:
-        return Check("gpu", WARN, "nvidia-smi lists no GPU", "check the driver")
-    names = sorted({g[0].strip() for g in gpus})
-    drivers = sorted({g[1].strip() for g in gpus if len(g) > 1})
-    oldest = min((parse_version(d) for d in drivers), default=())
-    detail = f"{len(gpus)} x {', '.join(names)}, driver {', '.join(drivers)}"
-    if oldest >= MIN_DRIVER:
-        return Check("gpu", OK, f"{detail} (CUDA {CUDA} needs >= {want})")
-    return Check(
-        "gpu",
-        FAIL,
-        f"{detail}: CUDA {CUDA} needs driver >= {want}",
-        f"upgrade the NVIDIA driver to >= {want}",
-    )
-
-
 def check_programs() -> list[Check]:
     checks = []
     for program, package in (("nats-server", "nats-server"), ("etcd", "etcd-server")):
@@ -333,7 +303,9 @@ def run_all(cfg: Config, *, timeout: float = 15) -> list[Check]:
         checks += check_targets(config, builders)
         checks += check_builders(builders, timeout)
         checks += check_caches(cfg, timeout)
-    checks.append(check_gpus())
+    from .gpu import checks as gpu_checks  # it builds on this module's Check
+
+    checks += gpu_checks.run()
     checks += check_programs()
     checks += check_ports()
     return checks

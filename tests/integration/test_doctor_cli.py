@@ -107,7 +107,7 @@ def test_doctor_warns_about_a_port_in_use(dynix, tmp_path, env):
 
 
 # No GPU or NVIDIA driver can run here: a stand-in `nvidia-smi` prints what the real one prints
-# for `--query-gpu=name,driver_version --format=csv,noheader`.
+# for `--query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader`.
 @pytest.mark.parametrize(
     "driver,status",
     [("570.26", "ok"), ("575.51.03", "ok"), ("565.57.01", "fail"), ("570.9", "fail")],
@@ -118,13 +118,14 @@ def test_doctor_gpu_driver_against_cuda_12_8_with_a_stand_in_nvidia_smi(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
-    smi.write_text(f"#!/bin/sh\necho 'NVIDIA GB200, {driver}'\necho 'NVIDIA GB200, {driver}'\n")
+    line = f"NVIDIA GB200, 189471 MiB, {driver}, 10.0"
+    smi.write_text(f"#!/bin/sh\necho '{line}'\necho '{line}'\n")
     smi.chmod(0o755)
     env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
     proc = dynix("doctor", "--json", "--config", tmp_path / "n.toml", env=env)
     gpu = checks_of(proc)["gpu"]
     assert gpu["status"] == status
-    assert gpu["detail"].startswith(f"2 x NVIDIA GB200, driver {driver}")
+    assert gpu["detail"].startswith(f"2 x NVIDIA GB200 (189471 MiB), driver {driver}")
     if status == "fail":
         assert proc.returncode == 1
         assert gpu["fix"] == "upgrade the NVIDIA driver to >= 570.26"

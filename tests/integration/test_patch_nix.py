@@ -17,6 +17,7 @@ EXPECTED = {
         "0001-requirements-cuda-unpin-numba",
         "0002-use-existing-torch",
         "0003-platforms-look-up-vllm-distribution",
+        "0004-pynvml-find-the-nixos-driver-link",
     ],
     "dynamo": ["0001-pyproject-unpin-pytest"],
     "nixl": [],

@@ -103,7 +103,10 @@ def test_series_applies_to_the_sdist(dynix, setup):
         "0001-requirements-cuda-unpin-numba",
         "0002-use-existing-torch",
         "0003-platforms-look-up-vllm-distribution",
+        "0004-pynvml-find-the-nixos-driver-link",
     ]
+    pynvml = (tree / "vllm/third_party/pynvml.py").read_text()
+    assert 'nvmlLib = CDLL("/run/opengl-driver/lib/libnvidia-ml.so.1")' in pynvml
 
     cuda = (tree / "requirements/cuda.txt").read_text().splitlines()
     assert "numba" in cuda
@@ -149,7 +152,7 @@ def test_dynamos_patch_applied_by_hand_is_recognised(dynix, setup):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [p["name"] for p in result["alreadyApplied"]] == ["dynamo-vllm-patch"]
-    assert len(result["applied"]) == 3
+    assert len(result["applied"]) == 4
     assert git_blob(tree / PLATFORMS).startswith("8d48d488d")
 
 

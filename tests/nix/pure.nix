@@ -94,6 +94,7 @@ let
         "0001-requirements-cuda-unpin-numba"
         "0002-use-existing-torch"
         "0003-platforms-look-up-vllm-distribution"
+        "0004-pynvml-find-the-nixos-driver-link"
       ];
     };
     dynamoSeries = {

@@ -21,6 +21,10 @@ COMMANDS = {
         "doctor:doctor",
         "Check Nix, caches, builders, aarch64 emulation, GPUs and the stack's services and ports.",
     ),
+    "driver": (
+        "driver:driver",
+        "Find the host's NVIDIA driver libraries and link them into dynix's driver folder.",
+    ),
     "serve": (
         "serve:serve",
         "Run Dynamo's serving stack: etcd and NATS, then the graph, supervised.",

@@ -9,7 +9,7 @@ import click
 from ..errors import DynixError
 from ..output import emit_json, table
 from ..serve import config as stack_config
-from ..serve import procs, state
+from ..serve import placement, procs, state
 
 
 @click.command()
@@ -25,9 +25,13 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     if not running and data.get("status") not in ("stopped", "failed"):
         data["status"] = "gone"  # dynix serve was killed without cleaning up
     data["running"] = running
+    table_now = procs.snapshot() if running else {}
     for component in data.get("components", []):
         pid = component.get("pid")
         component["alive"] = bool(running and isinstance(pid, int) and procs.alive(pid))
+        for name, service in (component.get("services") or {}).items():
+            planned = (component.get("gpus") or {}).get(name)
+            service["gpus"] = _service_gpus(service, planned, table_now)
     if as_json:
         emit_json(data)
         return
@@ -43,10 +47,27 @@ def status(state_dir: Path | None, as_json: bool) -> None:
         health = component.get("health", "") if component["alive"] else "not running"
         rows.append(
             [component["name"], str(component.get("pid") or "-"), health,
-             str(component.get("restarts", 0)), ports]
+             str(component.get("restarts", 0)), ports, ""]
         )  # fmt: skip
         for name, service in (component.get("services") or {}).items():
             pids = ",".join(str(p) for p in service.get("pids", [])) or "-"
-            rows.append([f"  {name}", pids, "running" if service.get("pids") else "down",
-                         str(service.get("restarts", 0)), ""])  # fmt: skip
-    click.echo(table(rows, ["COMPONENT", "PID", "HEALTH", "RESTARTS", "PORTS"]))
+            health = "running" if service.get("pids") else "down"
+            restarts = str(service.get("restarts", 0))
+            rows.append([f"  {name}", pids, health, restarts, "", _shown_gpus(service["gpus"])])
+    click.echo(table(rows, ["COMPONENT", "PID", "HEALTH", "RESTARTS", "PORTS", "GPUS"]))
+
+
+def _service_gpus(service: dict, planned: list | None, now: dict) -> list[list[int]]:
+    """The GPU indices of each of a service's processes: read from the running workers'
+    command lines, else as planned when the stack started."""
+    seen = []
+    for pid in service.get("pids", []):
+        info = now.get(pid)
+        got = placement.from_argv(info.argv) if info else None
+        if got is not None:
+            seen.append(list(got))
+    return seen or [list(w) for w in planned or []]
+
+
+def _shown_gpus(gpus: list[list[int]]) -> str:
+    return " ".join(",".join(map(str, worker)) or "all" for worker in gpus)

@@ -14,7 +14,8 @@ from typing import Any
 
 from .. import log
 from ..errors import DynixError
-from . import host, render
+from ..gpu import workerenv
+from . import host, placement, render
 from .config import StackConfig
 
 ETCD_NAME = "dynix"
@@ -42,6 +43,9 @@ class Plan:
     nats_url: str
     circusctl: str | None
     services: dict[str, int]  # service -> processes, for the graph
+    gpus: int = 0  # present (nvidia-smi -L)
+    gpu_placement: list[placement.ServiceGpus] = field(default_factory=list)
+    worker: workerenv.WorkerEnv | None = None  # the driver given to a vLLM graph
 
     @property
     def frontend(self) -> str:
@@ -64,16 +68,27 @@ def choose_graph(config: StackConfig, gpus: int) -> StackConfig:
     return config.override(graph="echo")
 
 
-def check_gpus(rendered: dict[str, Any], gpus: int) -> None:
+def check_gpus(rendered: dict[str, Any], gpus: int, config: StackConfig | None = None) -> None:
     needs = render.gpu_needs(rendered)
     needed = sum(n.total for n in needs)
     if needed > gpus:
         detail = ", ".join(f"{n.service} {n.workers}x{n.gpus_per_worker}" for n in needs)
+        fit = fits_here(config, gpus) if config is not None and gpus else ""
         raise DynixError(
             f"the graph needs {needed} GPU{'s' if needed != 1 else ''} ({detail}) but {gpus} "
             f"{'is' if gpus == 1 else 'are'} present (nvidia-smi -L); "
-            "use fewer workers, or --graph echo to run without GPUs"
+            + (f"{fit}; " if fit else "")
+            + "use fewer workers, or --graph echo to run without GPUs"
         )
+
+
+def fits_here(config: StackConfig, gpus: int) -> str:
+    """Which vLLM graphs fit `gpus` GPUs with `config`'s workers, as a clause."""
+    graphs = [g for g in placement.fitting(config, gpus) if g != "echo"]
+    many = f"{gpus} GPU{'s' if gpus != 1 else ''}"
+    if not graphs:
+        return f"no vLLM graph fits {many} with these workers"
+    return f"on {many} these graphs fit: {', '.join(graphs)}"
 
 
 def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = False) -> Plan:
@@ -107,10 +122,13 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
     rendered = None
     services: dict[str, int] = {}
     circusctl = None
+    worker = None
     if role in ("all", "graph"):
         rendered = render.service_config(config)
         if not dry_run:
-            check_gpus(rendered, gpus)
+            check_gpus(rendered, gpus, config)
+        if render.gpu_needs(rendered):
+            worker = workerenv.for_gpu_graph(dry_run=dry_run)
         dynamo = find("dynamo")
         if config.graph == "echo":
             examples: Path | None = host.ECHO_EXAMPLES
@@ -122,7 +140,7 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
                 log.warn(f"Dynamo's examples/llm not found: {host.EXAMPLES_HINT}")
         services = render.worker_counts(rendered, config.graph)
         circusctl = host.circusctl(dynamo if dynamo != "dynamo" else None)
-        components.append(graph_component(config, state, dynamo, examples))
+        components.append(graph_component(config, state, dynamo, examples, worker))
     return Plan(
         config=config,
         role=role,
@@ -134,6 +152,9 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
         nats_url=cp.nats_url,
         circusctl=circusctl,
         services=services,
+        gpus=gpus,
+        gpu_placement=placement.place(rendered, gpus) if rendered is not None else [],
+        worker=worker,
     )
 
 
@@ -216,13 +237,17 @@ def graph_env(config: StackConfig) -> dict[str, str]:
 
 
 def graph_component(
-    config: StackConfig, state: Path, dynamo: str, examples: Path | None
+    config: StackConfig,
+    state: Path,
+    dynamo: str,
+    examples: Path | None,
+    worker: workerenv.WorkerEnv | None = None,
 ) -> Component:
     sv = config.supervise
     return Component(
         name="graph",
         argv=[dynamo, "serve", f"graphs.{config.graph}:Frontend", "-f", str(state / "dynamo.yaml")],
-        env=graph_env(config),
+        env={**graph_env(config), **(worker.env if worker else {})},
         cwd=str(examples) if examples else "<examples/llm>",
         ports=[
             host.Port("frontend", "0.0.0.0", config.port),
@@ -230,6 +255,20 @@ def graph_component(
             host.Port("circus pub/sub", "127.0.0.1", sv.circus_pubsub_port),
         ],
     )
+
+
+def _gpu_lines(plan: Plan) -> list[str]:
+    out = []
+    worker = plan.worker
+    if worker is not None and worker.driver is not None and worker.folder is not None:
+        out.append(f"driver: NVIDIA {worker.driver.version or '(version unknown)'} "
+                   f"linked in {worker.folder}")  # fmt: skip
+    elif worker is not None:
+        out.append(f"driver: {worker.problem}")
+    out += [f"gpus: {line}" for line in placement.describe(plan.gpu_placement, plan.gpus)]
+    if plan.gpu_placement and plan.gpus:
+        out.append(f"gpus: {fits_here(plan.config, plan.gpus)}")
+    return out
 
 
 def describe(plan: Plan) -> str:
@@ -254,6 +293,7 @@ def describe(plan: Plan) -> str:
         if component.health_url:
             out.append(f"ready: GET {component.health_url}")
         if component.name == "graph":
+            out += _gpu_lines(plan)
             out.append(
                 f"ready: GET {plan.frontend}/v1/models lists {plan.config.served_name!r} "
                 "and one chat completion is answered"

@@ -429,6 +429,7 @@ class Stack:
                     s: {"pids": pids, "restarts": self.deaths.total.get(s, 0)}
                     for s, pids in sorted(self.services.items())
                 }
+                entry["gpus"] = {p.service: p.to_json() for p in plan.gpu_placement}
             components.append(entry)
         data = {
             "pid": os.getpid(),
