@@ -131,6 +131,26 @@ def host(tmp: Path, layout: dict[str, str] | None = None, *, cache: bool = True)
 LOADERS = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}
 
 
+# Folders the host's loader searches even with --inhibit-cache (its built-in system folders).
+SYSTEM_DIRS = (
+    f"/lib/{platform.machine()}-linux-gnu",
+    f"/usr/lib/{platform.machine()}-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+)
+
+
+def in_system_dirs(name: str) -> str | None:
+    """Where the host's loader finds `name` without its cache (some container runtimes link the
+    driver into /lib and /usr/lib), or None."""
+    for folder in SYSTEM_DIRS:
+        if os.path.lexists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
 def probe(library_path: str | None, *, inhibit_cache: bool = True) -> dict:
     """`python -m dynix.gpu.probe` run by the host's loader with `--inhibit-cache` (the host's
     loader cache ignored, as Nix's glibc does), `library_path` its only library path."""

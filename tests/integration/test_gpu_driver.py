@@ -72,6 +72,9 @@ def test_driver_found_through_ldconfig_and_only_its_libraries_linked(dynix, tmp_
 
 
 def test_bare_name_dlopen_fails_without_the_folder_and_answers_through_it(dynix, tmp_path, env):
+    for name in ("libnvidia-ml.so.1", "libcuda.so.1"):
+        if linked := fakedriver.in_system_dirs(name):
+            pytest.skip(f"a real driver library is in the loader's own folders ({linked})")
     env["DYNIX_DRIVER_ROOT"] = str(fakedriver.host(tmp_path))
     folder = driver_json(dynix, env)["folder"]
     before = fakedriver.probe(None)
