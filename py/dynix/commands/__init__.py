@@ -10,4 +10,5 @@ COMMANDS = {
     "serve": "serve:serve",
     "status": "status:status",
     "image": "image:image",
+    "sbom": "sbom:sbom",
 }

@@ -39,20 +39,6 @@ def _words(value: str | None, option: str) -> list[str] | None:
         raise DynixError(f"{option} {value!r}: {exc}") from exc
 
 
-def _created() -> str:
-    """`$SOURCE_DATE_EPOCH` as a timestamp when set, else the epoch."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if not epoch:
-        return cfg.EPOCH
-    import datetime
-
-    try:
-        when = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
-    except ValueError as exc:
-        raise DynixError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds") from exc
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @click.group()
 def image() -> None:
     """OCI images of Nix closures: build, push, inspect."""
@@ -151,7 +137,7 @@ def build(
         cmd=_words(cmd, "--cmd"),
         env=_pairs(env, "--env"),
         labels=dict(_pairs(labels, "--label")),
-        created=created or _created(),
+        created=created or cfg.default_created(),
     )
     request = Request(
         installables=list(installables),
