@@ -11,6 +11,9 @@ the fixture, and the pins file records their hashes, which the flake reads the w
                pin:greet-extra;                                       -> busybox-1.35
     tool-2.0   built from pin tool (an unpacked tree), unpatched      -> busybox-1.35
     app-3.0    takes pin base (an image archive) as an input
+
+Its one flake input, `nixpkgs`, is a local git repository (so it is locked with a revision
+and a NAR hash, as nixpkgs is).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +44,8 @@ EXTRA_PATCH = """\
 """
 
 FLAKE = r"""{
-  outputs = { self }:
+  inputs.nixpkgs.url = "git+file://@NIXPKGS@";
+  outputs = { self, nixpkgs }:
     let
       system = "x86_64-linux";
       pins = builtins.fromTOML (builtins.readFile ./pkgs/pins.toml);
@@ -150,13 +155,41 @@ def sri(data: bytes) -> str:
 class Checkout:
     path: Path
     hashes: dict[str, str]
+    nixpkgs_rev: str
 
     def ref(self, attr: str = "app") -> str:
         return f"path:{self.path}#{attr}"
 
 
+def fake_nixpkgs(folder: Path) -> str:
+    """A git repository holding an empty flake, committed at a fixed time; its revision."""
+    folder.mkdir(parents=True)
+    (folder / "flake.nix").write_text("{ outputs = _: { }; }\n")
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@localhost",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@localhost",
+        "GIT_AUTHOR_DATE": "2025-05-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2025-05-01T00:00:00Z",
+        "HOME": str(folder),
+        "PATH": "/usr/bin:/bin",
+    }
+    for argv in (["init", "-q"], ["add", "flake.nix"], ["commit", "-qm", "nixpkgs"]):
+        subprocess.run(["git", *argv], cwd=folder, env=env, check=True)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=folder,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def write_checkout(folder: Path, busybox: Path) -> Checkout:
     """Write the fixture checkout into `folder` (outside git) and return it."""
+    rev = fake_nixpkgs(folder.parent / "nixpkgs")
     (folder / "bb").mkdir(parents=True)
     shutil.copy(busybox, folder / "bb" / "busybox")
     upstream = folder / "upstream"
@@ -182,5 +215,5 @@ def write_checkout(folder: Path, busybox: Path) -> Checkout:
     }
     (folder / "pkgs").mkdir()
     (folder / "pkgs" / "pins.toml").write_text(PINS.format(**hashes))
-    (folder / "flake.nix").write_text(FLAKE)
-    return Checkout(folder, hashes)
+    (folder / "flake.nix").write_text(FLAKE.replace("@NIXPKGS@", str(folder.parent / "nixpkgs")))
+    return Checkout(folder, hashes, rev)

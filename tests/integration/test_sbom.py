@@ -4,6 +4,7 @@ what `nix path-info -r` says of the same closure."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -178,3 +179,83 @@ def test_bad_input_says_one_line_and_leaves_nothing(dynix, checkout, tmp_path):
     assert "cannot write" in one_line_error(proc)
     assert [p.name for p in tmp_path.iterdir()] == ["a-folder"]
     assert list(folder.iterdir()) == []
+
+
+def test_provenance_is_an_slsa_statement_of_the_flake_pins_and_patches(dynix, checkout):
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.statement import Statement
+
+    raw = sbom(dynix, checkout, checkout.ref(), "--provenance")
+    doc = json.loads(raw)
+    pb = json_format.ParseDict(doc, statement_pb2.Statement())  # strict: no unknown fields
+    Statement.copy_from_pb(pb).validate()
+    json_format.ParseDict(doc["predicate"], provenance_pb2.Provenance())
+    assert doc["predicateType"] == "https://slsa.dev/provenance/v1"
+    [root] = [p for p in closure(checkout.ref()) if p.endswith("-app-3.0")]
+    entry = closure(root)[root]
+    assert doc["subject"] == [{"name": root, "digest": {"sha256": nar_hex(entry)}}]
+    build = doc["predicate"]["buildDefinition"]
+    meta = json.loads(nix("flake", "metadata", "--json", f"path:{checkout.path}").stdout)
+    assert build["externalParameters"] == {
+        "flake": {"narHash": meta["locked"]["narHash"]},
+        "installables": [checkout.ref()],
+        "system": "x86_64-linux",
+    }
+    deps = {d["name"]: d for d in build["resolvedDependencies"]}
+    locked = meta["locks"]["nodes"]["nixpkgs"]["locked"]
+    assert deps["nixpkgs"]["digest"]["gitCommit"] == checkout.nixpkgs_rev
+    assert deps["nixpkgs"]["annotations"]["narHash"] == locked["narHash"]
+    assert set(deps) == {
+        "nixpkgs",
+        "pin:greet",
+        "pin:greet-extra",
+        "pin:tool",
+        "pin:base:x86_64-linux",
+        "patch:patches/greet/0001-greeting.patch",
+    }
+    assert deps["pin:tool"]["uri"] == "pkg:github/example/tool@v2.0"
+    assert deps["pin:greet"]["digest"] == {"sha256": hashlib.sha256(b"hello\n").hexdigest()}
+    assert deps["patch:patches/greet/0001-greeting.patch"]["digest"] == {
+        "sha256": hashlib.sha256(GREETING_PATCH.encode()).hexdigest()
+    }
+    version = nix("--version").stdout.split()[-1]
+    assert doc["predicate"]["runDetails"]["builder"]["version"]["nix"] == version
+
+
+def test_signed_provenance_verifies_with_securesystemslib(dynix, checkout, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    signed = sbom(dynix, checkout, checkout.ref(), "--provenance", "--signing-key", pem)
+    assert sbom(dynix, checkout, checkout.ref(), "--provenance", "--signing-key", pem) == signed
+    envelope = json.loads(signed)
+    public = SSlibKey.from_crypto(key.public_key(), keyid=envelope["signatures"][0]["keyid"])
+    verified = Envelope.from_dict(envelope).verify([public], 1)
+    assert public.keyid in verified
+    unsigned = json.loads(sbom(dynix, checkout, checkout.ref(), "--provenance"))
+    assert json.loads(base64.b64decode(envelope["payload"])) == unsigned
+
+    # A Nix signing key (the kind binary caches are signed with) signs as it is.
+    secret = nix("key", "generate-secret", "--key-name", "builder-1").stdout.strip()
+    (tmp_path / "nix.key").write_text(secret)
+    envelope = json.loads(
+        sbom(dynix, checkout, checkout.ref(), "--provenance", "--signing-key", tmp_path / "nix.key")
+    )
+    public_text = nix("key", "convert-secret-to-public", input=secret).stdout.strip()
+    raw_public = base64.b64decode(public_text.split(":", 1)[1])
+    nix_key = SSlibKey("builder-1", "ed25519", "ed25519", {"public": raw_public.hex()})
+    assert envelope["signatures"][0]["keyid"] == "builder-1"
+    Envelope.from_dict(envelope).verify([nix_key], 1)

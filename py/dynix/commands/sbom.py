@@ -34,6 +34,17 @@ from ..files import write_text_atomic
     type=click.Path(dir_okay=False, path_type=Path),
     help="Pins file (default: pkgs/pins.toml of this checkout, or $DYNIX_PINS).",
 )
+@click.option(
+    "--provenance",
+    "as_provenance",
+    is_flag=True,
+    help="Write the build's provenance (in-toto statement, SLSA v1) instead of an SBOM.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sign the provenance (DSSE, Ed25519): a PEM key or a Nix secret key file.",
+)
 @click.option("--no-licences", is_flag=True, help="Skip the evaluation that finds licences.")
 @click.option("--tls-verify/--no-tls-verify", default=None, help="For docker:// images.")
 @click.option("--authfile", type=click.Path(dir_okay=False), help="Registry credentials file.")
@@ -45,6 +56,8 @@ def sbom(
     created: str | None,
     store: str | None,
     pins_file: Path | None,
+    as_provenance: bool,
+    signing_key: Path | None,
     no_licences: bool,
     tls_verify: bool | None,
     authfile: str | None,
@@ -55,12 +68,18 @@ def sbom(
     references; packages built from pkgs/pins.toml name their upstream source (with a purl)
     and the patches applied. Same closure, same bytes.
 
-    Given an image instead (oci:DIR[:TAG] or docker://REF), prints the SBOM attached to it
-    by `dynix image build --sbom`.
+    With --provenance, writes instead an in-toto statement with an SLSA provenance v1
+    predicate (the flake and its locked inputs, the pins and patches used, Nix's version),
+    signed with --signing-key.
+
+    Given an image instead (oci:DIR[:TAG] or docker://REF), prints the SBOM (or with
+    --provenance the provenance) attached to it by `dynix image build --sbom`.
     """
     from ..sbom import closure, documents, pedigree
 
     documents.check_format(fmt)
+    if signing_key and not as_provenance:
+        raise DynixError("--signing-key signs provenance: give --provenance too")
     if installables[0].startswith(("oci:", "docker://")):
         from ..sbom import artifacts
 
@@ -80,7 +99,10 @@ def sbom(
             patches_root=patches_root,
             licences=not no_licences,
         )
-        data = documents.render(found, fmt, created=when)
+        if as_provenance:
+            data, _ = documents.render_provenance(found, store=store, key=signing_key)
+        else:
+            data = documents.render(found, fmt, created=when)
         log.info(
             f"{len(found.paths)} store paths, {len(found.sources)} pinned sources, "
             f"{sum(len(p.patches) for p in found.pedigree.values())} patches"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+from pathlib import Path
 from typing import Any
 
+from .. import nix
 from ..errors import DynixError
 from ..oci.config import default_created
-from . import cyclonedx, spdx
+from . import cyclonedx, provenance, spdx
 from .closure import Closure
 
 FORMATS = {
@@ -51,3 +54,36 @@ def render(closure: Closure, fmt: str, *, created: str) -> bytes:
 
     make = FORMATS[check_format(fmt)][0]
     return to_bytes(make(closure, created=created, tool_version=__version__))
+
+
+def flake_of(closure: Closure, store: str | None) -> dict[str, Any] | None:
+    """`nix flake metadata` of the flake the first flake installable names, if any."""
+    root = os.path.abspath(store) if store else ""
+    for item in closure.installables:
+        if not nix.store_path_of(item, store_root=root):
+            return nix.flake_metadata(item.split("#", 1)[0] or ".", store=store)
+    return None
+
+
+def render_provenance(
+    closure: Closure,
+    *,
+    store: str | None,
+    subjects: list[dict[str, Any]] | None = None,
+    key: Path | None = None,
+) -> tuple[bytes, str]:
+    """The provenance statement of `closure` (a DSSE envelope when signed with `key`), and its
+    media type."""
+    from .. import __version__
+
+    doc = provenance.statement(
+        closure,
+        subjects=subjects,
+        flake=flake_of(closure, store),
+        nix_version=nix.version(),
+        tool_version=__version__,
+    )
+    if key is None:
+        return to_bytes(doc), provenance.MEDIA_TYPE
+    payload = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return to_bytes(provenance.sign(payload, key)), provenance.DSSE_MEDIA_TYPE
