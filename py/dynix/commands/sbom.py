@@ -85,9 +85,8 @@ def sbom(
 
         if len(installables) > 1:
             raise DynixError("give one image to read the SBOM of")
-        data = artifacts.read_back(
-            installables[0], documents.media_type(fmt), tls_verify=tls_verify, authfile=authfile
-        )
+        types = artifacts.PROVENANCE_TYPES if as_provenance else (documents.media_type(fmt),)
+        data = artifacts.read_back(installables[0], types, tls_verify=tls_verify, authfile=authfile)
     else:
         when = documents.timestamp(created)
         pins, patches_root = pedigree.load_project(pins_file)
