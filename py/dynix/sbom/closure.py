@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def resolve_roots(
 
 
 def _licences(
-    installables: Sequence[str], *, system: str | None, store: str | None, wanted: set[str]
+    installables: Sequence[str], *, system: str | None, store: str | None
 ) -> dict[str, list[Licence]]:
     found: dict[str, list[Licence]] = {}
     for item in installables:
@@ -115,7 +116,7 @@ def _licences(
             log.warn(f"licences of {item} not recorded: {exc}")
             continue
         for path, entries in sorted(data.items()):
-            if path in wanted and path not in found:
+            if path not in found:
                 found[path] = [Licence(e.get("spdxId"), e.get("name")) for e in entries]
     return found
 
@@ -134,7 +135,42 @@ def read(
         raise DynixError("no installable given")
     root = os.path.abspath(store) if store else ""
     roots, flake_outputs = resolve_roots(installables, system=system, store=store)
-    infos = sorted(nix.path_info(roots, recursive=True, store=store), key=lambda i: i.path)
+    # The licence evaluation needs nothing below: it runs beside the other Nix calls.
+    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nix-eval")
+    asked = helper.submit(
+        _licences, list(flake_outputs) if licences else [], system=system, store=store
+    )
+    try:
+        return _describe(
+            installables,
+            roots,
+            infos_of(roots, store),
+            asked,
+            system,
+            store,
+            root,
+            pins,
+            patches_root,
+        )
+    finally:
+        helper.shutdown(wait=True)
+
+
+def infos_of(roots: Sequence[str], store: str | None) -> list[PathInfo]:
+    return sorted(nix.path_info(roots, recursive=True, store=store), key=lambda i: i.path)
+
+
+def _describe(
+    installables: Sequence[str],
+    roots: list[str],
+    infos: list[PathInfo],
+    asked: Future[dict[str, list[Licence]]],
+    system: str | None,
+    store: str | None,
+    root: str,
+    pins: PinsFile | None,
+    patches_root: Path | None,
+) -> Closure:
     runtime = {i.path for i in infos}
     derivers = sorted({i.deriver for i in infos if i.deriver and i.deriver.endswith(".drv")})
     present = [d for d in derivers if os.path.exists(root + d)]
@@ -149,14 +185,10 @@ def read(
     linker = Linker(pins, patches_root, input_drvs, root)
     pedigree = link(drvs, runtime, linker)
     if not system:
-        first = next((drvs[i.deriver] for i in infos if i.path == roots[0] and i.deriver), None)
+        first = next((drvs.get(i.deriver) for i in infos if i.path == roots[0] and i.deriver), None)
         system = first.env.get("system") if first else None
         system = system or nix.current_system()
-    found = (
-        _licences(list(flake_outputs), system=system, store=store, wanted=runtime)
-        if licences
-        else {}
-    )
+    found = {path: entries for path, entries in asked.result().items() if path in runtime}
     return Closure(
         installables=list(installables),
         system=system,
