@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from image_fixtures import Registry, start_registry, stop_registry
+from image_fixtures import *  # noqa: F403  (fixtures: registry)
+from image_fixtures import Registry
 from sbom_fixtures import Checkout, write_checkout
 
 from conftest import one_line_error
@@ -18,15 +19,6 @@ from conftest import one_line_error
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory, busybox: Path) -> Checkout:
     return write_checkout(tmp_path_factory.mktemp("sbom-image") / "checkout", busybox)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
-    reg, proc = start_registry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield reg
-    finally:
-        stop_registry(proc)
 
 
 def ok(proc: subprocess.CompletedProcess) -> str:
