@@ -187,11 +187,15 @@ def eval_json(
     installable: str | None = None,
     apply: str | None = None,
     impure: bool = False,
+    system: str | None = None,
+    store: str | None = None,
 ) -> Any:
     """`nix eval --json` of an expression, a file, or a flake attribute."""
     args = ["eval", "--json"]
     if impure:
         args.append("--impure")
+    if system:
+        args += ["--system", system]
     if expr is not None:
         args += ["--expr", expr]
     elif file is not None:
@@ -202,7 +206,54 @@ def eval_json(
         raise ValueError("eval_json needs expr, file or installable")
     if apply:
         args += ["--apply", apply]
-    return _json(_nix(args))
+    return _json(_nix(args, store=store))
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """One store derivation as `nix show-derivation` describes it.
+
+    `output_hashes` holds, for a fixed-output derivation, each output's recorded hash as
+    (algorithm, hex), e.g. ("sha256", "47c1…"); `recursive` says whether it is a NAR hash.
+    """
+
+    path: str
+    outputs: dict[str, str]
+    input_drvs: dict[str, list[str]]
+    input_srcs: list[str]
+    env: dict[str, str]
+    output_hashes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    recursive: bool = False
+
+
+def show_derivations(
+    drv_paths: Sequence[str], *, store: str | None = None
+) -> dict[str, Derivation]:
+    """`nix show-derivation` of store derivations (`….drv`, nothing is evaluated or built),
+    10,000 per call."""
+    found: dict[str, Derivation] = {}
+    unique = sorted(set(drv_paths))
+    for start in range(0, len(unique), 10_000):
+        chunk = unique[start : start + 10_000]
+        data = _json(_nix(["show-derivation", *chunk], store=store, what="nix show-derivation"))
+        for path, drv in data.items():
+            outputs, hashes, recursive = {}, {}, False
+            for name, out in drv.get("outputs", {}).items():
+                outputs[name] = out.get("path", "")
+                algo = out.get("hashAlgo", "")
+                if algo and out.get("hash"):
+                    recursive = algo.startswith("r:")
+                    hashes[name] = (algo.removeprefix("r:"), out["hash"])
+            found[path] = Derivation(
+                path=path,
+                outputs=outputs,
+                input_drvs={k: list(v) for k, v in drv.get("inputDrvs", {}).items()},
+                input_srcs=list(drv.get("inputSrcs", [])),
+                env=dict(drv.get("env", {})),
+                output_hashes=hashes,
+                recursive=recursive,
+            )
+    return found
 
 
 def _classify_download_error(exc: NixError) -> NixError:

@@ -20,7 +20,7 @@ import pytest
 from conftest import nix
 
 # What `from image_fixtures import *` brings into a test module: the pytest fixtures.
-__all__ = ["cache_env", "flake", "flake_v2"]
+__all__ = ["cache_env", "flake", "flake_v2", "registry"]
 
 BUSYBOX_AARCH64 = os.environ.get("DYNIX_TEST_BUSYBOX_AARCH64", "/var/cache/dynix/arm64/busybox")
 
@@ -261,6 +261,16 @@ def flake(tmp_path_factory: pytest.TempPathFactory, busybox: Path) -> Flake:
 def flake_v2(tmp_path_factory: pytest.TempPathFactory, busybox: Path) -> Flake:
     """The same flake with only the app package changed."""
     return write_flake(tmp_path_factory.mktemp("flake") / "v2", busybox, app="v2", aarch64=True)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    """A registry shared by the tests of one module."""
+    reg, proc = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield reg
+    finally:
+        stop_registry(proc)
 
 
 @pytest.fixture

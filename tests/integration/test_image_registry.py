@@ -15,15 +15,6 @@ from image_fixtures import Registry, free_port, skopeo_json, start_registry, sto
 from conftest import one_line_error
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
-    reg, proc = start_registry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield reg
-    finally:
-        stop_registry(proc)
-
-
 def build(dynix, *args, env):
     proc = dynix("image", "build", *args, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -31,4 +31,5 @@ COMMANDS = {
     ),
     "status": ("status:status", "Show the serving stack: components, PIDs, ports, health."),
     "image": ("image:image", "OCI images of Nix closures: build, push, inspect."),
+    "sbom": ("sbom:sbom", "Write the SBOM of the runtime closure of INSTALLABLES."),
 }

@@ -39,20 +39,6 @@ def _words(value: str | None, option: str) -> list[str] | None:
         raise DynixError(f"{option} {value!r}: {exc}") from exc
 
 
-def _created() -> str:
-    """`$SOURCE_DATE_EPOCH` as a timestamp when set, else the epoch."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if not epoch:
-        return cfg.EPOCH
-    import datetime
-
-    try:
-        when = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
-    except ValueError as exc:
-        raise DynixError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds") from exc
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @click.group()
 def image() -> None:
     """OCI images of Nix closures: build, push, inspect."""
@@ -114,6 +100,20 @@ def image() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Layers written at once.")
 @click.option("--tls-verify/--no-tls-verify", default=None, help="For a docker:// base.")
 @click.option("--authfile", type=click.Path(dir_okay=False), help="Registry credentials file.")
+@click.option(
+    "--sbom",
+    "sbom_format",
+    is_flag=False,
+    flag_value="cyclonedx",
+    metavar="[cyclonedx|spdx]",
+    help="Attach each platform's SBOM (default format: cyclonedx) as an OCI artifact.",
+)
+@click.option("--provenance", is_flag=True, help="Attach each platform's provenance too.")
+@click.option(
+    "--signing-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sign the provenance (DSSE, Ed25519): a PEM key or a Nix secret key file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 def build(
     installables: tuple[str, ...],
@@ -135,6 +135,9 @@ def build(
     jobs: int | None,
     tls_verify: bool | None,
     authfile: str | None,
+    sbom_format: str | None,
+    provenance: bool,
+    signing_key: Path | None,
     as_json: bool,
 ) -> None:
     """Build INSTALLABLES with Nix and write their closure as an image.
@@ -142,6 +145,10 @@ def build(
     One layer per store path up to --max-layers; past that, paths that change together share a
     layer. Layers are cached by store path, so a rebuild only writes the layers that changed.
     Prints the image's digest (of its manifest, or of its index with several --system).
+
+    With --sbom and --provenance, each platform's SBOM and provenance are kept in the layout
+    as OCI artifacts whose subject is that platform's manifest; `dynix image push` pushes
+    them with the image.
     """
     from ..oci.image import Request  # its worker pool: only when building
     from ..oci.image import build as build_image
@@ -151,7 +158,7 @@ def build(
         cmd=_words(cmd, "--cmd"),
         env=_pairs(env, "--env"),
         labels=dict(_pairs(labels, "--label")),
-        created=created or _created(),
+        created=created or cfg.default_created(),
     )
     request = Request(
         installables=list(installables),
@@ -168,7 +175,12 @@ def build(
         jobs=jobs or 0,
         tls_verify=tls_verify,
         authfile=authfile,
+        sbom=sbom_format,
+        provenance=provenance,
+        signing_key=signing_key,
     )
+    if signing_key and not provenance:
+        raise DynixError("--signing-key signs provenance: give --provenance too")
     try:
         result = build_image(request)
     except OSError as exc:
@@ -217,15 +229,31 @@ def push(src: str, dest: str, tls_verify: bool | None, authfile: str | None) -> 
         digest = Path(digestfile).read_text().strip()
     for line in lines:
         log.info(line)
+    if src_ref.transport == "oci" and dest_ref.transport == "docker":
+        _push_artifacts(src_ref, str(dest_ref), tls_verify, authfile)
     repo = str(dest_ref).rsplit("@", 1)[0]
     click.echo(f"{repo}@{digest}")
+
+
+def _push_artifacts(
+    src: source.ImageRef, dest: str, tls_verify: bool | None, authfile: str | None
+) -> None:
+    """The artifacts the layout keeps about the image just pushed (SBOMs, provenance)."""
+    from ..sbom.artifacts import push_from_layout
+
+    img = source.open_source(src)
+    subjects = {img.top_digest, *(i.manifest_digest for i in img.images)}
+    img.close()
+    pushed = push_from_layout(src.path, dest, subjects, tls_verify=tls_verify, authfile=authfile)
+    for desc in pushed:
+        log.info(f"pushed {desc['artifactType']} {desc['digest']}")
 
 
 def _only_name(ref: source.ImageRef) -> source.ImageRef:
     """`oci:DIR` whose index names exactly one image: that name, since skopeo wants one."""
     try:
         index = json.loads((Path(ref.path) / "index.json").read_text())
-        (entry,) = index["manifests"]
+        (entry,) = [e for e in index["manifests"] if not e.get("artifactType")]
         return source.ImageRef("oci", ref.path, entry["annotations"][REF_NAME])
     except (OSError, ValueError, KeyError, TypeError):
         return ref  # let skopeo say what is wrong with it
@@ -282,6 +310,7 @@ def inspect(src: str, tls_verify: bool | None, authfile: str | None, as_json: bo
         }
     finally:
         img_src.close()
+    data["artifacts"] = _attached(ref, tls_verify, authfile)
     if as_json:
         emit_json(data)
         return
@@ -303,6 +332,24 @@ def inspect(src: str, tls_verify: bool | None, authfile: str | None, as_json: bo
             for layer in plat["layers"]
         ]
         click.echo(table(rows, ["LAYER", "SIZE", "CONTENT"]))
+    if data["artifacts"]:
+        click.echo("")
+        rows = [
+            [a["subject"][7:19], a["artifactType"], a["digest"], str(a.get("size", "?"))]
+            for a in data["artifacts"]
+        ]
+        click.echo(table(rows, ["SUBJECT", "ARTIFACT", "DIGEST", "SIZE"]))
+
+
+def _attached(ref: source.ImageRef, tls_verify: bool | None, authfile: str | None) -> list:
+    """What is attached to the image (OCI 1.1 referrers): SBOMs, provenance."""
+    if ref.transport == "docker-archive":
+        return []
+    from ..sbom.artifacts import referrers
+
+    found, _ = referrers(ref, tls_verify=tls_verify, authfile=authfile)
+    keys = ("subject", "artifactType", "mediaType", "digest", "size", "annotations")
+    return [{k: a[k] for k in keys if k in a} for a in found]
 
 
 def _size(n: int | None) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,18 @@ class Settings:
     env: list[tuple[str, str]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     created: str = EPOCH
+
+
+def default_created() -> str:
+    """`$SOURCE_DATE_EPOCH` as an RFC 3339 timestamp when set, else the epoch."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return EPOCH
+    try:
+        when = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise DynixError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds") from exc
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def store_name(path: str) -> str:

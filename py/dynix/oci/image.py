@@ -44,6 +44,10 @@ class Request:
     jobs: int = 0
     tls_verify: bool | None = None
     authfile: str | None = None
+    # documents attached as OCI artifacts (see dynix.sbom.image)
+    sbom: str | None = None
+    provenance: bool = False
+    signing_key: Path | None = None
 
 
 @dataclass
@@ -210,6 +214,12 @@ def build(req: Request) -> dict[str, Any]:
     compression = req.compression or ("none" if out.transport == "docker-archive" else "gzip")
     req.compression = compression
     layers.check_compression(compression, req.level)
+    if out.transport == "docker-archive" and (req.sbom or req.provenance):
+        raise DynixError("SBOMs and provenance are attached to OCI layouts: use -o oci:DIR")
+    if req.sbom:
+        from ..sbom.documents import check_format
+
+        check_format(req.sbom)
     if out.transport == "docker-archive" and len(set(req.systems)) > 1:
         raise DynixError("a docker archive holds one platform: use -o oci:DIR for several --system")
     platforms = {s: spec.platform(s) for s in req.systems}
@@ -370,7 +380,12 @@ def _build_into(
             spec.INDEX, {"schemaVersion": 2, "mediaType": spec.INDEX, "manifests": manifests}
         )
     if out.transport == "oci":
-        write_layout(tmp, blobs, top, tag)
+        attached = []
+        if req.sbom or req.provenance:
+            from ..sbom.image import attach_documents
+
+            attached = attach_documents(req, systems, manifests, blobs, name, explicit)
+        write_layout(tmp, blobs, top, tag, attached)
     else:
         only = plans[systems[0]].manifest
         assert only is not None

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,15 @@ class BlobSet:
         return sorted(set(self.data) | set(self.files))
 
 
-def index_json(desc: dict[str, Any], ref_name: str | None) -> bytes:
+def index_json(
+    desc: dict[str, Any], ref_name: str | None, extra: Sequence[dict[str, Any]] = ()
+) -> bytes:
+    """The layout's index: the image, then what is attached to it (artifacts)."""
     top = dict(desc)
     if ref_name:
         top["annotations"] = {spec.REF_NAME: ref_name}
-    return spec.canonical_json({"schemaVersion": 2, "mediaType": spec.INDEX, "manifests": [top]})
+    index = {"schemaVersion": 2, "mediaType": spec.INDEX, "manifests": [top, *extra]}
+    return spec.canonical_json(index)
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -65,8 +70,15 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def write_layout(folder: Path, blobs: BlobSet, top: dict[str, Any], ref_name: str | None) -> None:
-    """Write an OCI image layout into `folder` (which must not exist yet)."""
+def write_layout(
+    folder: Path,
+    blobs: BlobSet,
+    top: dict[str, Any],
+    ref_name: str | None,
+    extra: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Write an OCI image layout into `folder` (which must not exist yet); `extra` are more
+    index entries (artifacts whose subject is the image)."""
     target = folder / "blobs" / "sha256"
     try:
         target.mkdir(parents=True)
@@ -77,7 +89,7 @@ def write_layout(folder: Path, blobs: BlobSet, top: dict[str, Any], ref_name: st
                 dest.write_bytes(blobs.data[digest])
             else:
                 _link_or_copy(blobs.files[digest], dest)
-        (folder / "index.json").write_bytes(index_json(top, ref_name))
+        (folder / "index.json").write_bytes(index_json(top, ref_name, extra))
     except OSError as exc:
         raise DynixError(f"cannot write {folder}: {exc.strerror or exc}") from exc
 

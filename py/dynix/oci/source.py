@@ -202,6 +202,8 @@ class OciDir(Source):
         except OSError as exc:
             raise DynixError(f"cannot read {self.root}/index.json: {exc.strerror}") from exc
         entries = index.get("manifests")
+        if isinstance(entries, list):  # artifacts listed beside the image are not images
+            entries = [e for e in entries if not (isinstance(e, dict) and e.get("artifactType"))]
         if not isinstance(entries, list) or not entries:
             raise DynixError(f"{ref}: index.json lists no image")
         if ref.ref:

@@ -1,0 +1,89 @@
+"""The SBOM formats dynix writes, and the one byte form each document is written in."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import nix
+from ..errors import DynixError
+from ..oci.config import default_created
+from . import cyclonedx, provenance, spdx
+from .closure import Closure
+
+FORMATS = {
+    "cyclonedx": (cyclonedx.document, cyclonedx.MEDIA_TYPE),
+    "spdx": (spdx.document, spdx.MEDIA_TYPE),
+}
+
+
+def check_format(name: str) -> str:
+    if name not in FORMATS:
+        raise DynixError(f"unknown SBOM format {name!r} (formats: {', '.join(FORMATS)})")
+    return name
+
+
+def media_type(name: str) -> str:
+    return FORMATS[check_format(name)][1]
+
+
+def timestamp(created: str | None) -> str:
+    """`--created` (RFC 3339), else `$SOURCE_DATE_EPOCH`, else the epoch; in UTC, to the
+    second, as both formats want it."""
+    text = created or default_created()
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DynixError(f"--created {text!r}: expected an RFC 3339 time") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_bytes(doc: Any) -> bytes:
+    """Indented, keys in the order written, UTF-8, one final newline: the same document
+    always gives the same bytes."""
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def render(closure: Closure, fmt: str, *, created: str) -> bytes:
+    from .. import __version__
+
+    make = FORMATS[check_format(fmt)][0]
+    return to_bytes(make(closure, created=created, tool_version=__version__))
+
+
+def flake_of(closure: Closure, store: str | None) -> dict[str, Any] | None:
+    """`nix flake metadata` of the flake the first flake installable names, if any."""
+    root = os.path.abspath(store) if store else ""
+    for item in closure.installables:
+        if not nix.store_path_of(item, store_root=root):
+            return nix.flake_metadata(item.split("#", 1)[0] or ".", store=store)
+    return None
+
+
+def render_provenance(
+    closure: Closure,
+    *,
+    store: str | None,
+    subjects: list[dict[str, Any]] | None = None,
+    key: Path | None = None,
+) -> tuple[bytes, str]:
+    """The provenance statement of `closure` (a DSSE envelope when signed with `key`), and its
+    media type."""
+    from .. import __version__
+
+    doc = provenance.statement(
+        closure,
+        subjects=subjects,
+        flake=flake_of(closure, store),
+        nix_version=nix.version(),
+        tool_version=__version__,
+    )
+    if key is None:
+        return to_bytes(doc), provenance.MEDIA_TYPE
+    payload = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return to_bytes(provenance.sign(payload, key)), provenance.DSSE_MEDIA_TYPE

@@ -1,0 +1,261 @@
+"""`dynix sbom`: CycloneDX and SPDX documents of real closures, checked with the formats' own
+libraries (cyclonedx-python-lib's JSON schema validation, spdx-tools' validator) and against
+what `nix path-info -r` says of the same closure."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from cyclonedx.model.bom import Bom
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
+from sbom_fixtures import GREETING_PATCH, Checkout, write_checkout
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+from conftest import nix, one_line_error
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory, busybox: Path) -> Checkout:
+    return write_checkout(tmp_path_factory.mktemp("sbom") / "checkout", busybox)
+
+
+def sbom(dynix, checkout: Checkout, *args: str, env: dict[str, str] | None = None) -> bytes:
+    out = checkout.path.parent / "out.json"
+    proc = dynix("sbom", *args, "-o", out, cwd=checkout.path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_bytes()
+
+
+def closure(installable: str, store: str | None = None) -> dict[str, dict]:
+    """`nix path-info -r --json`: path -> its entry."""
+    args = ["--store", store] if store else []
+    out = nix("path-info", "--json", "-r", *args, installable).stdout
+    return {e["path"]: e for e in json.loads(out)}
+
+
+def nar_hex(entry: dict) -> str:
+    out = nix("hash", "to-base16", entry["narHash"]).stdout.strip()
+    return out
+
+
+def by_name(components: list[dict], name: str) -> dict:
+    [found] = [c for c in components if c["name"] == name and "/nix/store/" in c["bom-ref"]]
+    return found
+
+
+def test_cyclonedx_validates_and_is_the_closure_with_its_pins_and_patches(dynix, checkout):
+    raw = sbom(dynix, checkout, checkout.ref())
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(raw.decode()) is None
+    Bom.from_json(json.loads(raw))  # the library reads it back as a BOM
+    doc = json.loads(raw)
+    expected = closure(checkout.ref())
+    components = doc["components"]
+    stored = {c["bom-ref"]: c for c in components if c["bom-ref"].startswith("/nix/store/")}
+    assert set(stored) == set(expected)
+    for path, entry in expected.items():
+        assert stored[path]["hashes"] == [{"alg": "SHA-256", "content": nar_hex(entry)}]
+    graph = {d["ref"]: set(d["dependsOn"]) for d in doc["dependencies"] if d["ref"] in stored}
+    assert graph == {p: set(e["references"]) - {p} for p, e in expected.items()}
+
+    licences = {c["name"]: c.get("licenses") for c in stored.values()}
+    assert licences["tool"] == [
+        {"license": {"id": "Apache-2.0"}},
+        {"license": {"id": "BSD-3-Clause"}},
+    ]
+    assert licences["app"] == [
+        {"license": {"id": "MIT"}},
+        {"license": {"name": "NVIDIA Proprietary"}},
+    ]
+
+    greet = by_name(components, "greet")["pedigree"]
+    [source] = greet["ancestors"]
+    assert source["purl"] == "pkg:pypi/greet@1.0"
+    assert source["hashes"][0]["content"] == hashlib.sha256(b"hello\n").hexdigest()
+    serial = doc["serialNumber"].removeprefix("urn:uuid:")
+    assert [p["diff"]["url"] for p in greet["patches"]] == [
+        f"urn:cdx:{serial}/1#patch%3Apatches%2Fgreet%2F0001-greeting.patch",
+        f"urn:cdx:{serial}/1#pin%3Agreet-extra",
+    ]
+    refs = {c["bom-ref"]: c for c in components}
+    patch = refs["patch:patches/greet/0001-greeting.patch"]
+    assert patch["hashes"][0] == {
+        "alg": "SHA-256",
+        "content": hashlib.sha256(GREETING_PATCH.encode()).hexdigest(),
+    }
+    assert PackageURL.from_string(refs["pin:greet-extra"]["purl"]).type == "generic"
+    tool = by_name(components, "tool")["pedigree"]
+    assert [a["purl"] for a in tool["ancestors"]] == ["pkg:github/example/tool@v2.0"]
+    assert "patches" not in tool
+    [base] = by_name(components, "app")["pedigree"]["ancestors"]
+    purl = PackageURL.from_string(base["purl"])
+    assert (purl.type, purl.name, purl.version) == (
+        "oci",
+        "base",
+        f"sha256:{checkout.hashes['digest']}",
+    )
+    assert purl.qualifiers["repository_url"] == "registry.example.org/library/base"
+    assert "busybox" not in {c["name"] for c in components if "pedigree" in c}
+    assert not any("unused" in ref for ref in refs)
+
+
+def test_spdx_validates_and_is_the_closure_with_its_pins_and_patches(dynix, checkout):
+    out = checkout.path.parent / "doc.spdx.json"
+    out.write_bytes(sbom(dynix, checkout, checkout.ref(), "--format", "spdx"))
+    assert validate_full_spdx_document(parse_file(str(out))) == []
+    doc = json.loads(out.read_bytes())
+    expected = closure(checkout.ref())
+    ids = {}
+    for pkg in doc["packages"]:
+        if pkg["SPDXID"].startswith("SPDXRef-nix-"):
+            path = pkg["comment"].split()[3].rstrip(";")
+            ids[pkg["SPDXID"]] = path
+            assert pkg["checksums"] == [
+                {"algorithm": "SHA256", "checksumValue": nar_hex(expected[path])}
+            ]
+    assert set(ids.values()) == set(expected)
+    rels = doc["relationships"]
+    depends = {
+        (ids[r["spdxElementId"]], ids[r["relatedSpdxElement"]])
+        for r in rels
+        if r["relationshipType"] == "DEPENDS_ON"
+    }
+    assert depends == {(p, r) for p, e in expected.items() for r in e["references"] if r != p}
+    named = {v: k for k, v in ids.items()}
+    greet = named[next(p for p in expected if p.endswith("-greet-1.0"))]
+    assert {
+        r["relatedSpdxElement"]
+        for r in rels
+        if r["spdxElementId"] == greet and r["relationshipType"] == "GENERATED_FROM"
+    } == {"SPDXRef-pin-greet"}
+    patches = [
+        (r["spdxElementId"], r["comment"])
+        for r in rels
+        if r["relationshipType"] == "PATCH_APPLIED" and r["relatedSpdxElement"] == greet
+    ]
+    assert patches == [
+        ("SPDXRef-patch-patches-greet-0001-greeting.patch", "patch 1 of 2"),
+        ("SPDXRef-pin-greet-extra", "patch 2 of 2"),
+    ]
+
+
+def test_same_closure_same_bytes_in_another_store_too(dynix, checkout, tmp_path):
+    first = sbom(dynix, checkout, checkout.ref(), "--format", "spdx")
+    assert sbom(dynix, checkout, checkout.ref(), "--format", "spdx") == first
+    store = str(tmp_path / "store")
+    other = sbom(dynix, checkout, checkout.ref(), "--format", "spdx", "--store", store)
+    assert other == first
+    assert set(closure(checkout.ref(), store)) == set(closure(checkout.ref()))
+    cdx = sbom(dynix, checkout, checkout.ref(), "--store", store)
+    assert cdx == sbom(dynix, checkout, checkout.ref())
+    later = sbom(dynix, checkout, checkout.ref(), env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert json.loads(later)["metadata"]["timestamp"] == "2023-11-14T22:13:20Z"
+    assert later.replace(b"2023-11-14T22:13:20Z", b"1970-01-01T00:00:00Z") == cdx
+
+
+def test_bad_input_says_one_line_and_leaves_nothing(dynix, checkout, tmp_path):
+    out = tmp_path / "sbom.json"
+    for args in (
+        [checkout.ref(), "--format", "swid"],
+        [checkout.ref("broken")],
+        [checkout.ref(), "--created", "yesterday"],
+    ):
+        proc = dynix("sbom", *args, "-o", out, cwd=checkout.path)
+        one_line_error(proc)
+        assert list(tmp_path.iterdir()) == []
+    proc = dynix(
+        "sbom", checkout.ref(), "-o", tmp_path / "no" / "such" / "dir.json", cwd=checkout.path
+    )
+    assert "cannot write" in one_line_error(proc)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    proc = dynix("sbom", checkout.ref(), "-o", folder, cwd=checkout.path)
+    assert "cannot write" in one_line_error(proc)
+    assert [p.name for p in tmp_path.iterdir()] == ["a-folder"]
+    assert list(folder.iterdir()) == []
+
+
+def test_provenance_is_an_slsa_statement_of_the_flake_pins_and_patches(dynix, checkout):
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.statement import Statement
+
+    raw = sbom(dynix, checkout, checkout.ref(), "--provenance")
+    doc = json.loads(raw)
+    pb = json_format.ParseDict(doc, statement_pb2.Statement())  # strict: no unknown fields
+    Statement.copy_from_pb(pb).validate()
+    json_format.ParseDict(doc["predicate"], provenance_pb2.Provenance())
+    assert doc["predicateType"] == "https://slsa.dev/provenance/v1"
+    [root] = [p for p in closure(checkout.ref()) if p.endswith("-app-3.0")]
+    entry = closure(root)[root]
+    assert doc["subject"] == [{"name": root, "digest": {"sha256": nar_hex(entry)}}]
+    build = doc["predicate"]["buildDefinition"]
+    meta = json.loads(nix("flake", "metadata", "--json", f"path:{checkout.path}").stdout)
+    assert build["externalParameters"] == {
+        "flake": {"narHash": meta["locked"]["narHash"]},
+        "installables": [checkout.ref()],
+        "system": "x86_64-linux",
+    }
+    deps = {d["name"]: d for d in build["resolvedDependencies"]}
+    locked = meta["locks"]["nodes"]["nixpkgs"]["locked"]
+    assert deps["nixpkgs"]["digest"]["gitCommit"] == checkout.nixpkgs_rev
+    assert deps["nixpkgs"]["annotations"]["narHash"] == locked["narHash"]
+    assert set(deps) == {
+        "nixpkgs",
+        "pin:greet",
+        "pin:greet-extra",
+        "pin:tool",
+        "pin:base:x86_64-linux",
+        "patch:patches/greet/0001-greeting.patch",
+    }
+    assert deps["pin:tool"]["uri"] == "pkg:github/example/tool@v2.0"
+    assert deps["pin:greet"]["digest"] == {"sha256": hashlib.sha256(b"hello\n").hexdigest()}
+    assert deps["patch:patches/greet/0001-greeting.patch"]["digest"] == {
+        "sha256": hashlib.sha256(GREETING_PATCH.encode()).hexdigest()
+    }
+    version = nix("--version").stdout.split()[-1]
+    assert doc["predicate"]["runDetails"]["builder"]["version"]["nix"] == version
+
+
+def test_signed_provenance_verifies_with_securesystemslib(dynix, checkout, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    signed = sbom(dynix, checkout, checkout.ref(), "--provenance", "--signing-key", pem)
+    assert sbom(dynix, checkout, checkout.ref(), "--provenance", "--signing-key", pem) == signed
+    envelope = json.loads(signed)
+    public = SSlibKey.from_crypto(key.public_key(), keyid=envelope["signatures"][0]["keyid"])
+    verified = Envelope.from_dict(envelope).verify([public], 1)
+    assert public.keyid in verified
+    unsigned = json.loads(sbom(dynix, checkout, checkout.ref(), "--provenance"))
+    assert json.loads(base64.b64decode(envelope["payload"])) == unsigned
+
+    # A Nix signing key (the kind binary caches are signed with) signs as it is.
+    secret = nix("key", "generate-secret", "--key-name", "builder-1").stdout.strip()
+    (tmp_path / "nix.key").write_text(secret)
+    envelope = json.loads(
+        sbom(dynix, checkout, checkout.ref(), "--provenance", "--signing-key", tmp_path / "nix.key")
+    )
+    public_text = nix("key", "convert-secret-to-public", input=secret).stdout.strip()
+    raw_public = base64.b64decode(public_text.split(":", 1)[1])
+    nix_key = SSlibKey("builder-1", "ed25519", "ed25519", {"public": raw_public.hex()})
+    assert envelope["signatures"][0]["keyid"] == "builder-1"
+    Envelope.from_dict(envelope).verify([nix_key], 1)
