@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import tempfile
 from pathlib import Path
@@ -51,6 +52,26 @@ def _created() -> str:
     except ValueError as exc:
         raise DynixError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds") from exc
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _check_created(value: str) -> str:
+    """`--created` as an RFC 3339 timestamp (what an image config holds), else an error."""
+    import datetime
+
+    ok = bool(_RFC3339.match(value))
+    if ok:
+        try:
+            datetime.datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", value.replace(" ", "T")))
+        except ValueError:
+            ok = False
+    if not ok:
+        raise DynixError(
+            f"--created {value!r}: expected an RFC 3339 time such as 2025-05-01T12:00:00Z"
+        )
+    return value
 
 
 @click.group()
@@ -111,6 +132,11 @@ def image() -> None:
     help="Layer cache (default: $XDG_CACHE_HOME/dynix/layers).",
 )
 @click.option("--no-cache", is_flag=True, help="Neither use nor fill the layer cache.")
+@click.option(
+    "--verify-cache",
+    is_flag=True,
+    help="Hash every cached layer before reusing it (by default only changed-looking ones).",
+)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Layers written at once.")
 @click.option("--tls-verify/--no-tls-verify", default=None, help="For a docker:// base.")
 @click.option("--authfile", type=click.Path(dir_okay=False), help="Registry credentials file.")
@@ -132,6 +158,7 @@ def build(
     store: str | None,
     cache_dir: Path | None,
     no_cache: bool,
+    verify_cache: bool,
     jobs: int | None,
     tls_verify: bool | None,
     authfile: str | None,
@@ -151,7 +178,7 @@ def build(
         cmd=_words(cmd, "--cmd"),
         env=_pairs(env, "--env"),
         labels=dict(_pairs(labels, "--label")),
-        created=created or _created(),
+        created=_check_created(created) if created is not None else _created(),
     )
     request = Request(
         installables=list(installables),
@@ -168,6 +195,7 @@ def build(
         jobs=jobs or 0,
         tls_verify=tls_verify,
         authfile=authfile,
+        verify_cache=verify_cache,
     )
     try:
         result = build_image(request)
