@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from . import log, nix, process, progress
 from .config import Cache, parse_key, public_from_secret
 from .errors import CommandError, DynixError, NixError
+from .files import create_new
 
 BINARY_CACHES = ("file", "http", "https", "s3")
 _UNSIGNED = re.compile(r"cannot add path '([^']+)' because it lacks a valid signature")
@@ -60,16 +61,13 @@ def check_secret_key_file(path: Path, *, public_key: str | None = None) -> str:
 
 def write_secret_key(path: Path, secret_key: str) -> None:
     """Create `path` (mode 0600, never replacing an existing file) holding `secret_key`."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise DynixError(f"{path} exists: dynix never overwrites a key (use --out)") from None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise DynixError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(secret_key + "\n")
+        raise DynixError(f"cannot create {path.parent}: {exc.strerror}") from None
+    if os.path.lexists(path):
+        raise DynixError(f"{path} exists: dynix never overwrites a key (use --out)")
+    create_new(path, secret_key + "\n", mode=0o600)
 
 
 def signing_key(cache: Cache) -> Path:

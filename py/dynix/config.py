@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from .errors import DynixError
-from .files import write_text_atomic
+from .files import read_text, write_text_atomic
 from .tomlfile import line_of, parse, read
 
 if TYPE_CHECKING:
@@ -155,12 +155,9 @@ class Config:
     def load(cls, path: str | Path | None = None) -> Config:
         path = Path(path) if path is not None else default_path()
         try:
-            text = path.read_text(encoding="utf-8")
-            exists = True
+            text, exists = read_text(path, "config"), True
         except FileNotFoundError:
             text, exists = "", False
-        except OSError as exc:
-            raise DynixError(f"cannot read config {path}: {exc.strerror}") from exc
         return cls(path, text, read(text, str(path)), exists)
 
     # -- reading and validation ---------------------------------------------------------

@@ -138,21 +138,25 @@ def write_text_atomic(
 def create_new(target: str | Path, text: str, *, mode: int = 0o600) -> None:
     """Create `target` holding `text`; fails if it exists. Written to a temporary file first and
     linked into place, so a full disk or an interruption leaves no empty or partial file."""
-    target = Path(target)
+    target = _resolved(target)
+    remove_dead_temps(target.parent, target.name)
+    tmp: str | None = None
     try:
-        with atomic_path(target) as tmp:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), mode)
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(tmp, target)  # never replaces: fails if target appeared meanwhile
-            os.unlink(tmp)
+        fd, tmp = tempfile.mkstemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, target)  # never replaces: fails if target appeared meanwhile
     except FileExistsError:
         raise DynixError(f"{target} exists: dynix never overwrites it") from None
     except OSError as exc:
         raise DynixError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def read_text(path: str | Path, what: str = "") -> str:

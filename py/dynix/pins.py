@@ -18,7 +18,7 @@ import tomlkit
 from tomlkit.toml_document import TOMLDocument
 
 from .errors import DynixError
-from .files import write_text_atomic
+from .files import read_text, write_text_atomic
 from .tomlfile import line_of, parse
 
 UNRESOLVED = "unresolved"
@@ -164,9 +164,9 @@ class PinsFile:
     def load(cls, path: str | Path) -> PinsFile:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DynixError(f"cannot read pins file {path}: {exc.strerror}") from exc
+            text = read_text(path, "pins file")
+        except FileNotFoundError:
+            raise DynixError(f"cannot read pins file {path}: no such file") from None
         return cls(path, text, parse(text, str(path)))
 
     # -- validation ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import tomlkit
 
 from ..errors import DynixError
-from ..files import write_text_atomic
+from ..files import locked, read_text, write_text_atomic
 from ..tomlfile import parse as parse_toml
 
 GRAPHS = ("disagg", "agg", "disagg_router", "agg_router", "echo")
@@ -287,9 +287,9 @@ def load(path: str | Path | None) -> StackConfig:
         return StackConfig()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DynixError(f"cannot read {path}: {exc.strerror}") from exc
+        text = read_text(path)
+    except FileNotFoundError:
+        raise DynixError(f"cannot read {path}: no such file") from None
     return parse(text, str(path))
 
 
@@ -377,12 +377,16 @@ def write_default(
     path: str | Path, *, force: bool = False, settings: dict[str, str] | None = None
 ) -> None:
     """Write the commented default config to `path`, with `settings` ({"serve.port": "9000"})."""
-    path = Path(path)
-    if path.exists() and not force and not settings:
+    with locked(path) as real:  # read, edit and write back with no other edit in between
+        _write_default(Path(path), real, force, settings or {})
+
+
+def _write_default(path: Path, real: Path, force: bool, settings: dict[str, str]) -> None:
+    if real.exists() and not force and not settings:
         raise DynixError(f"{path} already exists (use --force to overwrite it)")
-    text = path.read_text(encoding="utf-8") if path.exists() and not force else DEFAULT_TEXT
+    text = read_text(real) if real.exists() and not force else DEFAULT_TEXT
     doc = parse_toml(text, str(path))
-    for dotted, raw in (settings or {}).items():
+    for dotted, raw in settings.items():
         table_name, _, key = dotted.rpartition(".")
         if (table_name, key) not in _KEYS:
             raise DynixError(f"unknown key {dotted}")
@@ -393,7 +397,7 @@ def write_default(
         table[key] = _convert(dotted, raw, kind)
     new_text = tomlkit.dumps(doc)
     parse(new_text, str(path))  # never write what we could not read back
-    write_text_atomic(path, new_text)
+    write_text_atomic(real, new_text)
 
 
 def _convert(dotted: str, raw: str, kind: type) -> Any:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import DynixError
-from ..files import write_text_atomic
+from ..files import read_text, write_text_atomic
 from . import procs
 
 STATE_FILE = "state.json"
+LOGS = "logs"
+NOT_FOLLOWED = "dynix does not follow links it did not make in its state folder; remove it"
 
 
 def path(state_dir: Path) -> Path:
@@ -19,21 +22,85 @@ def path(state_dir: Path) -> Path:
 
 
 def write(state_dir: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path(state_dir), json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path(state_dir), json.dumps(data, indent=2) + "\n", follow=False)
+
+
+def prepare(state_dir: Path) -> None:
+    """Make the state folder and its `logs/`; a link planted there is refused, not followed."""
+    logs = state_dir / LOGS
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if logs.is_symlink():
+            raise DynixError(f"{logs} is a symbolic link: {NOT_FOLLOWED}")
+        logs.mkdir(exist_ok=True)
+        probe = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        os.close(probe)
+        if not os.access(state_dir, os.W_OK) or not os.access(logs, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(state_dir))
+    except OSError as exc:
+        raise DynixError(f"cannot use state folder {state_dir}: {exc.strerror or exc}") from exc
+
+
+def open_log(state_dir: Path, name: str) -> IO[str]:
+    """`logs/NAME.log`, opened to append; a link there (or a `logs` that is one) is refused."""
+    where = state_dir / LOGS / f"{name}.log"
+    try:
+        folder = os.open(state_dir / LOGS, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            fd = os.open(
+                f"{name}.log",
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=folder,
+            )
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise DynixError(f"{where} is a symbolic link: {NOT_FOLLOWED}") from exc
+        raise DynixError(f"cannot write {where}: {exc.strerror or exc}") from exc
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def read(state_dir: Path) -> dict[str, Any] | None:
+    if path(state_dir).is_symlink():
+        raise DynixError(f"{path(state_dir)} is a symbolic link: {NOT_FOLLOWED}")
     try:
-        text = path(state_dir).read_text(encoding="utf-8")
+        text = read_text(path(state_dir))
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise DynixError(f"cannot read {path(state_dir)}: {exc.strerror}") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DynixError(f"{path(state_dir)} is not valid JSON: {exc}") from exc
-    return data if isinstance(data, dict) else None
+    if not _well_formed(data):
+        raise DynixError(
+            f"{path(state_dir)} is not a state file dynix wrote (remove it if no stack runs)"
+        )
+    return data
+
+
+def _well_formed(data: Any) -> bool:
+    """The shape `dynix status` and the supervisor rely on."""
+    if not isinstance(data, dict) or not isinstance(data.get("components", []), list):
+        return False
+    if not isinstance(data.get("pid", 0), int | None):
+        return False
+    for component in data.get("components", []):
+        if not isinstance(component, dict) or not isinstance(component.get("name", ""), str):
+            return False
+        if not isinstance(component.get("pid"), int | None):
+            return False
+        if not isinstance(component.get("ports", {}), dict):
+            return False
+        if not isinstance(component.get("argv", []), list):
+            return False
+        services = component.get("services") or {}
+        if not isinstance(services, dict) or not all(
+            isinstance(s, dict) and isinstance(s.get("pids", []), list) for s in services.values()
+        ):
+            return False
+    return True
 
 
 def owner_alive(data: dict[str, Any]) -> bool:

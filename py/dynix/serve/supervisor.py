@@ -93,10 +93,9 @@ class Stack:
         if plan.rendered is not None:
             host.require_non_loopback_ipv4()
         host.check_ports([p for c in plan.components for p in c.ports])
-        plan.state_dir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        state.prepare(plan.state_dir)
         if plan.rendered is not None:
-            write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered))
+            write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered), follow=False)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         t0 = time.monotonic()
         try:
@@ -150,8 +149,7 @@ class Stack:
             self._wait_ready()
 
     def _spawn(self, component: Component) -> Running:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.logs / f"{component.name}.log", "a", encoding="utf-8")  # noqa: SIM115
+        log_file = state.open_log(self.plan.state_dir, component.name)
         log_file.write(f"--- dynix: starting {component.name}: {' '.join(component.argv)}\n")
         log_file.flush()
         proc = process.spawn(component.argv, cwd=component.cwd, extra_env=component.env)
