@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from . import log, nix, process, progress
 from .config import Cache, parse_key, public_from_secret
 from .errors import CommandError, DynixError, NixError
-from .files import create_new
+from .files import create_new, locked, read_text, write_text_atomic
 
 BINARY_CACHES = ("file", "http", "https", "s3")
 _UNSIGNED = re.compile(r"cannot add path '([^']+)' because it lacks a valid signature")
@@ -462,21 +462,21 @@ def user_nix_conf() -> Path:
 
 
 def append_nix_conf(path: Path, lines: Sequence[str]) -> list[str]:
-    """Append the `lines` not already in `path` (created if need be); returns those added."""
+    """Add the `lines` not already in `path` (created if need be) at its end; returns those
+    added. The file is locked, read and replaced whole, so concurrent edits are not lost."""
     try:
-        existing = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        existing = []
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DynixError(f"cannot read {path}: {exc.strerror}") from None
-    new = [line for line in lines if line not in (e.strip() for e in existing)]
-    if new:
+        raise DynixError(f"cannot create {path.parent}: {exc.strerror}") from None
+    with locked(path) as real:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as handle:
-                if existing and existing[-1].strip():
-                    handle.write("\n")
-                handle.write("\n".join(new) + "\n")
-        except OSError as exc:
-            raise DynixError(f"cannot write {path}: {exc.strerror}") from None
+            text = read_text(real)
+        except FileNotFoundError:
+            text = ""
+        existing = text.splitlines()
+        new = [line for line in lines if line not in (e.strip() for e in existing)]
+        if new:
+            gap = "\n" if existing and existing[-1].strip() else ""
+            ending = "" if not text or text.endswith("\n") else "\n"
+            write_text_atomic(real, text + ending + gap + "\n".join(new) + "\n")
     return new

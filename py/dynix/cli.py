@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     except DynixError as exc:
         if log.debug_enabled():
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {log.redact(str(exc))}", err=True)
         sys.exit(1)
     except OSError as exc:  # one the code did not expect (a full disk, a read-only folder)
         if log.debug_enabled():
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
+        click.echo(f"Error: {log.redact(f'{where}{exc.strerror or exc}')}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         if log.debug_enabled():

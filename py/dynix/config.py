@@ -174,7 +174,10 @@ class Config:
             if not isinstance(entry, dict):
                 raise self.fail(header, None, f"cache '{name}' must be a table")
             for key, value in entry.items():
-                if key in CACHE_KEYS and not isinstance(value, str):
+                if key not in CACHE_KEYS:
+                    known = ", ".join(CACHE_KEYS)
+                    raise self.fail(header, key, f"cache '{name}': unknown key '{key}' ({known})")
+                if not isinstance(value, str):
                     raise self.fail(header, key, f"cache '{name}': '{key}' must be a string")
             if "url" not in entry:
                 raise self.fail(header, None, f"cache '{name}' has no url")

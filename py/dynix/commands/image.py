@@ -246,7 +246,7 @@ def push(src: str, dest: str, tls_verify: bool | None, authfile: str | None) -> 
     for line in lines:
         log.info(line)
     repo = str(dest_ref).rsplit("@", 1)[0]
-    click.echo(f"{repo}@{digest}")
+    click.echo(log.redact(f"{repo}@{digest}"))
 
 
 def _only_name(ref: source.ImageRef) -> source.ImageRef:

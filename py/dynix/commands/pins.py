@@ -8,13 +8,17 @@ import click
 
 from .. import log, pinning
 from ..errors import DynixError
+from ..files import locked
 from ..output import emit_json, table
 from ..pins import PinsFile, default_path
 
 
-def _load(ctx: click.Context) -> PinsFile:
-    path = ctx.obj.get("file") if ctx.obj else None
-    return PinsFile.load(path or default_path())
+def _load(ctx: click.Context, *, edit: bool = False) -> PinsFile:
+    """The pins file; to `edit` it, locked until the command ends and read under the lock."""
+    path = (ctx.obj.get("file") if ctx.obj else None) or default_path()
+    if edit:
+        ctx.with_resource(locked(path))  # writes follow a link to the file it names
+    return PinsFile.load(path)
 
 
 @click.group()
@@ -95,7 +99,7 @@ def lock(ctx: click.Context, names: tuple[str, ...], as_json: bool) -> None:
     Only the changed values are rewritten; comments and layout are kept and the file is replaced
     in one rename. Sources that cannot be reached keep what they have.
     """
-    pf = _load(ctx)
+    pf = _load(ctx, edit=True)
     changes, problems = pinning.lock(pf, list(names))
     if as_json:
         emit_json(
@@ -156,7 +160,7 @@ def set_(
     """
     if not any([version, rev, url, tag, hash_, build_hashes]):
         raise click.UsageError("nothing to set: give --version, --rev, --url, --tag or a hash")
-    pf = _load(ctx)
+    pf = _load(ctx, edit=True)
     changed = pinning.set_pin(
         pf,
         name,
