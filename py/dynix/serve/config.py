@@ -7,6 +7,7 @@ error that names its line. Command-line options override the file (`StackConfig.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ ROUTERS = ("round-robin", "random", "kv")
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
 ECHO_MODEL = "echo"
 CONFIG_NAME = "dynix.toml"
+LOG_LEVELS = ("error", "warn", "info", "debug", "trace")
 
 DEFAULT_TEXT = f"""\
 # The serving stack that `dynix serve` runs. Every key is optional; these are the defaults.
@@ -202,6 +204,22 @@ class StackConfig:
         new.validate_values()
         return new
 
+    def ports(self) -> dict[str, int]:
+        """The ports this stack listens on, by their key in the file."""
+        cp, sv = self.control_plane, self.supervise
+        ports = {"serve.port": self.port}
+        if cp.mode == "local":
+            ports |= {
+                "serve.control-plane.nats-port": cp.nats_port,
+                "serve.control-plane.nats-monitor-port": cp.nats_monitor_port,
+                "serve.control-plane.etcd-port": cp.etcd_port,
+                "serve.control-plane.etcd-peer-port": cp.etcd_peer_port,
+            }
+        return ports | {
+            "serve.supervise.circus-port": sv.circus_port,
+            "serve.supervise.circus-pubsub-port": sv.circus_pubsub_port,
+        }
+
     def validate_values(self) -> None:
         where = f"{self.source}: " if self.source else ""
         checks = [
@@ -213,7 +231,42 @@ class StackConfig:
             ),
             (self.decode.workers >= 1, "decode workers must be at least 1"),
             (self.prefill.workers >= 1, "prefill workers must be at least 1"),
+            (
+                self.log_level in LOG_LEVELS,
+                f"serve.log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}",
+            ),
+            (bool(self.control_plane.host.strip()), "control-plane host must not be empty"),
         ]
+        sv = self.supervise
+        for name, value, least in [
+            ("supervise.max-restarts", sv.max_restarts, 0),
+            ("supervise.restart-window", sv.restart_window, 0.001),
+            ("supervise.backoff", sv.backoff, 0),
+            ("supervise.ready-timeout", sv.ready_timeout, 0.001),
+            ("model-config.block-size", self.block_size, 1),
+            ("model-config.max-model-len", self.max_model_len, 1),
+            ("router.min-workers", self.min_workers, 0),
+            ("disagg.max-local-prefill-length", self.max_local_prefill_length, 0),
+            ("disagg.max-prefill-queue-size", self.max_prefill_queue_size, 0),
+            *[
+                (f"{role}.{key}", getattr(workers, key.replace("-", "_")), low)
+                for role, workers in (("decode", self.decode), ("prefill", self.prefill))
+                for key, low in (("gpus-per-worker", 0), ("max-num-batched-tokens", 1))
+            ],
+        ]:
+            checks.append(
+                (
+                    math.isfinite(value) and value >= least,
+                    f"serve.{name} must be a number of at least {least:g}, not {value!r}",
+                )
+            )
+        seen: dict[int, str] = {}
+        for what, port in self.ports().items():
+            if not 1 <= port <= 65535:
+                checks.append((False, f"{what} must be a port from 1 to 65535, not {port}"))
+            elif port in seen:
+                checks.append((False, f"{what} and {seen[port]} are both port {port}"))
+            seen.setdefault(port, what)
         for ok, message in checks:
             if not ok:
                 raise DynixError(where + message)
