@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .. import log
 from ..errors import DynixError
-from ..files import read_text, write_text_atomic
+from ..files import read_text, try_lock, write_text_atomic
 from . import procs
 
 STATE_FILE = "state.json"
@@ -112,7 +115,65 @@ def owner_alive(data: dict[str, Any]) -> bool:
     return info is not None and any("dynix" in arg for arg in info.argv)
 
 
-def check_not_running(state_dir: Path) -> None:
+@contextlib.contextmanager
+def claim(state_dir: Path) -> Iterator[bool]:
+    """Hold the state folder for one stack: a lock on the folder, kept while the stack runs
+    (the kernel drops it when dynix ends, even by SIGKILL). Yields whether the folder was made
+    now. A second `dynix serve` on the same folder is refused at once."""
+    fresh = not state_dir.exists()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DynixError(f"cannot use state folder {state_dir}: {exc.strerror or exc}") from exc
+    try:
+        if not try_lock(fd):
+            data = _read_quietly(state_dir)
+            owner = f" (dynix pid {data['pid']})" if data and data.get("pid") else ""
+            raise DynixError(
+                f"a stack is already running from {state_dir}{owner}; "
+                "stop it first or pass another --state-dir"
+            )
+        yield fresh
+    finally:
+        os.close(fd)
+
+
+def unclaim(state_dir: Path) -> None:
+    """Remove a state folder `claim` made, when nothing was written into it."""
+    with contextlib.suppress(OSError):
+        state_dir.rmdir()
+
+
+def held(state_dir: Path) -> bool:
+    """Whether a `dynix serve` holds `state_dir` now."""
+    try:
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return not try_lock(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_quietly(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read(state_dir)
+    except DynixError:
+        return None
+
+
+def live_pids(data: dict[str, Any]) -> set[int]:
+    """The recorded processes of the stack in `data` that still run (whether or not the dynix
+    that started them does)."""
+    found = {p.pid for p in leftovers(data)}
+    return found | {p.pid for p in procs.marked(str(data.get("stack_id") or ""))}
+
+
+def check_not_running(state_dir: Path, grace: float = 3.0) -> None:
+    """With the folder claimed: stop what an earlier, killed stack left running (they carry
+    its mark); refuse when unmarked processes it recorded still run."""
     data = read(state_dir)
     if data and data.get("status") not in ("stopped", "failed") and owner_alive(data):
         raise DynixError(
@@ -120,6 +181,14 @@ def check_not_running(state_dir: Path) -> None:
             "stop it first or pass another --state-dir"
         )
     if data and not owner_alive(data):
+        stack_id = str(data.get("stack_id") or "")
+        if procs.marked(stack_id):
+            pids = ", ".join(str(p.pid) for p in procs.marked(stack_id)[:8])
+            log.info(
+                f"dynix: the stack that ran from {state_dir} (dynix pid {data.get('pid')}) was "
+                f"killed; stopping what it left running (pids {pids})"
+            )
+            procs.stop_marked(stack_id, grace)
         left = leftovers(data)
         if left:
             pids = ", ".join(str(p.pid) for p in left[:8])

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -36,8 +37,11 @@ SERVICE_RECOVERY = 30.0  # a restarted service must be back within this long
 _output_lock = threading.Lock()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 class Stop(Exception):
-    """Asked to stop (SIGINT/SIGTERM)."""
+    """Asked to stop (SIGINT, SIGTERM, SIGHUP: a closed terminal, SIGQUIT)."""
 
 
 @dataclass
@@ -84,19 +88,34 @@ class Stack:
         self.logs = plan.state_dir / "logs"
         self.started_at = time.time()
         self.ready_seconds: float | None = None
+        self.stack_id = uuid.uuid4().hex
 
     # -- the whole life ----------------------------------------------------------------------
     def run(self) -> None:
         plan = self.plan
-        # Everything that can be checked is checked before anything starts or is written.
-        state.check_not_running(plan.state_dir)
-        if plan.rendered is not None:
-            host.require_non_loopback_ipv4()
-        host.check_ports([p for c in plan.components for p in c.ports])
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        try:
+            with state.claim(plan.state_dir) as fresh:
+                # Everything that can be checked is checked before anything starts or is written.
+                try:
+                    state.check_not_running(plan.state_dir, GRAPH_GRACE)
+                    if plan.rendered is not None:
+                        host.require_non_loopback_ipv4()
+                    host.check_ports([p for c in plan.components for p in c.ports])
+                except BaseException:
+                    if fresh:
+                        state.unclaim(plan.state_dir)
+                    raise
+                self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> None:
+        plan = self.plan
         state.prepare(plan.state_dir)
         if plan.rendered is not None:
             write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered), follow=False)
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         t0 = time.monotonic()
         try:
             self._start_all()
@@ -112,8 +131,6 @@ class Stack:
             raise
         finally:
             self._shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
@@ -152,7 +169,8 @@ class Stack:
         log_file = state.open_log(self.plan.state_dir, component.name)
         log_file.write(f"--- dynix: starting {component.name}: {' '.join(component.argv)}\n")
         log_file.flush()
-        proc = process.spawn(component.argv, cwd=component.cwd, extra_env=component.env)
+        env = {**component.env, procs.STACK_ENV: self.stack_id}
+        proc = process.spawn(component.argv, cwd=component.cwd, extra_env=env)
         running = Running(component, proc, log_file, pgids={proc.pid})
         self.running[component.name] = running
         threading.Thread(target=self._pump, args=(running,), daemon=True).start()
@@ -371,8 +389,8 @@ class Stack:
     def _shutdown(self) -> None:
         if self.status != "failed":
             self.status = "stopping"
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         self._write_state()
         left: list[procs.ProcInfo] = []
         graph = self.running.get("graph")
@@ -384,6 +402,10 @@ class Stack:
         left += procs.stop_groups(
             groups, CONTROL_PLANE_GRACE, reap=lambda: [r.proc.poll() for r in plane]
         )
+        # What was being started as the stop began (circus forks services in sessions of their
+        # own): found by the stack's mark in their environment.
+        reap_all = lambda: [r.proc.poll() for r in self.running.values()]  # noqa: E731
+        left = procs.stop_marked(self.stack_id, GRAPH_GRACE, reap=reap_all)
         for running in self.running.values():
             running.proc.poll()
             running.log_file.close()
@@ -430,6 +452,7 @@ class Stack:
             components.append(entry)
         data = {
             "pid": os.getpid(),
+            "stack_id": self.stack_id,
             "status": self.status,
             "role": plan.role,
             "graph": self.config.graph if plan.rendered is not None else None,
