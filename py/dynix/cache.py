@@ -9,11 +9,12 @@ processes at once, each path after the paths it refers to (`upload_steps`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -349,6 +350,33 @@ def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) 
     key = None if cache.cachix else signing_key(cache)
     env = cachix_env(cache) if cache.cachix else {}
     closure = local_closure(installables)
+    with _exclusive(cache):
+        return _push(cache, closure, key, env, jobs)
+
+
+@contextlib.contextmanager
+def _exclusive(cache: Cache) -> Iterator[None]:
+    """Pushes to one `file://` cache one at a time: two `nix copy` writing one folder at once
+    fail in Nix 2.8 ("coroutine has finished"). Other stores serialise writes themselves."""
+    if urlparse(cache.url).scheme != "file":
+        yield
+        return
+    folder = Path(urlparse(cache.url).path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DynixError(f"cannot create cache folder {folder}: {exc.strerror}") from None
+    with locked(folder):
+        yield
+
+
+def _push(
+    cache: Cache,
+    closure: Sequence[nix.PathInfo],
+    key: Path | None,
+    env: dict[str, str],
+    jobs: int | None,
+) -> PushReport:
     lacking = set(nix.missing_paths(cache.url, [p.path for p in closure]))
     missing = [p for p in closure if p.path in lacking]
     present = [p for p in closure if p.path not in lacking]
