@@ -39,8 +39,10 @@ graph = "disagg"
 model = "{DEFAULT_MODEL}"
 # The name clients ask for; the model itself when empty.
 served-model-name = ""
-# The OpenAI-compatible HTTP frontend's port.
+# The OpenAI-compatible HTTP frontend's port, and the address it listens on (0.0.0.0 for
+# every interface). Dynamo 0.2.0's own vLLM frontend listens on 0.0.0.0 whatever this says.
 port = 8000
+host = "127.0.0.1"
 # Where logs, the rendered Dynamo config, the control plane's data and state.json live.
 # Empty: $XDG_STATE_HOME/dynix/serve (~/.local/state/dynix/serve).
 state-dir = ""
@@ -155,6 +157,7 @@ class StackConfig:
     model: str = ""
     served_model_name: str = ""
     port: int = 8000
+    host: str = "127.0.0.1"
     state_dir: str = ""
     examples: str = ""
     log_level: str = "info"
@@ -236,6 +239,7 @@ class StackConfig:
                 f"serve.log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}",
             ),
             (bool(self.control_plane.host.strip()), "control-plane host must not be empty"),
+            (bool(self.host.strip()), "serve.host must not be empty (127.0.0.1, or 0.0.0.0)"),
         ]
         sv = self.supervise
         for name, value, least in [
@@ -294,6 +298,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("serve", "model"): ("model", str),
     ("serve", "served-model-name"): ("served_model_name", str),
     ("serve", "port"): ("port", int),
+    ("serve", "host"): ("host", str),
     ("serve", "state-dir"): ("state_dir", str),
     ("serve", "examples"): ("examples", str),
     ("serve", "log-level"): ("log_level", str),

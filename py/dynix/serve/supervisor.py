@@ -26,6 +26,7 @@ from .. import log, process
 from ..errors import DynixError
 from ..files import write_text_atomic
 from . import control_plane, host, procs, render, state
+from . import plan as plan_module
 from .plan import Component, Plan
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -145,9 +146,22 @@ class Stack:
         if self.plan.rendered is not None:
             what.append(f"graph {self.config.graph}")
             print(f"{self.plan.frontend}/v1", flush=True)  # the result: where to send requests
+            self._say_what_listens()
         log.info(
             f"dynix: {' and '.join(what)} ready in {self.ready_seconds:.1f} s "
             f"(state: {state.path(self.plan.state_dir)})"
+        )
+
+    def _say_what_listens(self) -> None:
+        bind = plan_module.frontend_bind(self.config)
+        if bind != self.config.host:
+            log.warn(
+                f"the frontend listens on {bind}:{self.config.port}, not {self.config.host}: "
+                f"Dynamo 0.2.0's {self.config.graph} frontend takes no address; firewall the port"
+            )
+        log.info(
+            f"dynix: listening: frontend {bind}:{self.config.port}; Dynamo's services also accept "
+            "response streams on a non-loopback address of this machine (ports of their choosing)"
         )
 
     # -- starting ----------------------------------------------------------------------------
