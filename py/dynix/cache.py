@@ -9,11 +9,12 @@ processes at once, each path after the paths it refers to (`upload_steps`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from urllib.parse import urlparse
 from . import log, nix, process, progress
 from .config import Cache, parse_key, public_from_secret
 from .errors import CommandError, DynixError, NixError
+from .files import create_new, locked, read_text, write_text_atomic
 
 BINARY_CACHES = ("file", "http", "https", "s3")
 _UNSIGNED = re.compile(r"cannot add path '([^']+)' because it lacks a valid signature")
@@ -60,16 +62,13 @@ def check_secret_key_file(path: Path, *, public_key: str | None = None) -> str:
 
 def write_secret_key(path: Path, secret_key: str) -> None:
     """Create `path` (mode 0600, never replacing an existing file) holding `secret_key`."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise DynixError(f"{path} exists: dynix never overwrites a key (use --out)") from None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise DynixError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(secret_key + "\n")
+        raise DynixError(f"cannot create {path.parent}: {exc.strerror}") from None
+    if os.path.lexists(path):
+        raise DynixError(f"{path} exists: dynix never overwrites a key (use --out)")
+    create_new(path, secret_key + "\n", mode=0o600)
 
 
 def signing_key(cache: Cache) -> Path:
@@ -351,6 +350,33 @@ def push(cache: Cache, installables: Sequence[str], *, jobs: int | None = None) 
     key = None if cache.cachix else signing_key(cache)
     env = cachix_env(cache) if cache.cachix else {}
     closure = local_closure(installables)
+    with _exclusive(cache):
+        return _push(cache, closure, key, env, jobs)
+
+
+@contextlib.contextmanager
+def _exclusive(cache: Cache) -> Iterator[None]:
+    """Pushes to one `file://` cache one at a time: two `nix copy` writing one folder at once
+    fail in Nix 2.8 ("coroutine has finished"). Other stores serialise writes themselves."""
+    if urlparse(cache.url).scheme != "file":
+        yield
+        return
+    folder = Path(urlparse(cache.url).path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DynixError(f"cannot create cache folder {folder}: {exc.strerror}") from None
+    with locked(folder):
+        yield
+
+
+def _push(
+    cache: Cache,
+    closure: Sequence[nix.PathInfo],
+    key: Path | None,
+    env: dict[str, str],
+    jobs: int | None,
+) -> PushReport:
     lacking = set(nix.missing_paths(cache.url, [p.path for p in closure]))
     missing = [p for p in closure if p.path in lacking]
     present = [p for p in closure if p.path not in lacking]
@@ -464,21 +490,21 @@ def user_nix_conf() -> Path:
 
 
 def append_nix_conf(path: Path, lines: Sequence[str]) -> list[str]:
-    """Append the `lines` not already in `path` (created if need be); returns those added."""
+    """Add the `lines` not already in `path` (created if need be) at its end; returns those
+    added. The file is locked, read and replaced whole, so concurrent edits are not lost."""
     try:
-        existing = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        existing = []
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DynixError(f"cannot read {path}: {exc.strerror}") from None
-    new = [line for line in lines if line not in (e.strip() for e in existing)]
-    if new:
+        raise DynixError(f"cannot create {path.parent}: {exc.strerror}") from None
+    with locked(path) as real:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as handle:
-                if existing and existing[-1].strip():
-                    handle.write("\n")
-                handle.write("\n".join(new) + "\n")
-        except OSError as exc:
-            raise DynixError(f"cannot write {path}: {exc.strerror}") from None
+            text = read_text(real)
+        except FileNotFoundError:
+            text = ""
+        existing = text.splitlines()
+        new = [line for line in lines if line not in (e.strip() for e in existing)]
+        if new:
+            gap = "\n" if existing and existing[-1].strip() else ""
+            ending = "" if not text or text.endswith("\n") else "\n"
+            write_text_atomic(real, text + ending + gap + "\n".join(new) + "\n")
     return new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -61,11 +62,17 @@ def group(debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the group, turning a `DynixError` into one line and exit code 1."""
+    from . import process
+
+    process.stop_on_signals()
     try:
         group.main(args=argv, prog_name="dynix", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click's name for a KeyboardInterrupt
+        process.stop_all()  # what other threads were waiting for
+        cause = exc.__cause__
+        signum = cause.signum if isinstance(cause, process.Terminated) else signal.SIGINT
+        click.echo("Aborted." if signum == signal.SIGINT else f"Aborted ({cause}).", err=True)
+        sys.exit(128 + signum)
     except click.ClickException as exc:  # usage errors: exit 2, as click does
         exc.show()
         sys.exit(exc.exit_code)
@@ -74,10 +81,18 @@ def main(argv: list[str] | None = None) -> None:
     except DynixError as exc:
         if log.debug_enabled():
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {log.redact(str(exc))}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except OSError as exc:  # one the code did not expect (a full disk, a read-only folder)
         if log.debug_enabled():
             raise
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"Error: {log.redact(f'{where}{exc.strerror or exc}')}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt as exc:
+        process.stop_all()  # what other threads were waiting for
+        if log.debug_enabled():
+            raise
+        signum = exc.signum if isinstance(exc, process.Terminated) else signal.SIGINT
+        click.echo("Interrupted." if signum == signal.SIGINT else f"Aborted ({exc}).", err=True)
+        sys.exit(128 + signum)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from .errors import DynixError
-from .files import write_text_atomic
+from .files import read_text, write_text_atomic
 from .tomlfile import line_of, parse, read
 
 if TYPE_CHECKING:
@@ -155,12 +155,9 @@ class Config:
     def load(cls, path: str | Path | None = None) -> Config:
         path = Path(path) if path is not None else default_path()
         try:
-            text = path.read_text(encoding="utf-8")
-            exists = True
+            text, exists = read_text(path, "config"), True
         except FileNotFoundError:
             text, exists = "", False
-        except OSError as exc:
-            raise DynixError(f"cannot read config {path}: {exc.strerror}") from exc
         return cls(path, text, read(text, str(path)), exists)
 
     # -- reading and validation ---------------------------------------------------------
@@ -177,7 +174,10 @@ class Config:
             if not isinstance(entry, dict):
                 raise self.fail(header, None, f"cache '{name}' must be a table")
             for key, value in entry.items():
-                if key in CACHE_KEYS and not isinstance(value, str):
+                if key not in CACHE_KEYS:
+                    known = ", ".join(CACHE_KEYS)
+                    raise self.fail(header, key, f"cache '{name}': unknown key '{key}' ({known})")
+                if not isinstance(value, str):
                     raise self.fail(header, key, f"cache '{name}': '{key}' must be a string")
             if "url" not in entry:
                 raise self.fail(header, None, f"cache '{name}' has no url")

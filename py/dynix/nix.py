@@ -100,6 +100,17 @@ def store_path_of(installable: str, *, store_root: str = "") -> str | None:
     return STORE_DIR + candidate[len(STORE_DIR) :].split("/", 1)[0]
 
 
+def installables(items: Sequence[str]) -> list[str]:
+    """`items` as Nix installables: one that starts with `-` would be read as an option."""
+    for item in items:
+        if item.startswith("-"):
+            raise DynixError(
+                f"{item!r} is not an installable: it would reach Nix as an option "
+                "(dynix takes no Nix options among installables)"
+            )
+    return list(items)
+
+
 def _json(result: process.Result) -> Any:
     try:
         return json.loads(result.stdout)
@@ -114,7 +125,7 @@ def version() -> str:
 
 
 def build(
-    installables: Sequence[str],
+    items: Sequence[str],
     *,
     store: str | None = None,
     system: str | None = None,
@@ -125,7 +136,7 @@ def build(
     args = ["build", "--json", "--no-link"]
     if system:
         args += ["--system", system]
-    args += [*extra_args, *installables]
+    args += [*extra_args, *installables(items)]
     data = _json(_nix(args, store=store, options=options))
     return [Built(item.get("drvPath", ""), dict(item.get("outputs", {}))) for item in data]
 
@@ -144,7 +155,7 @@ def path_info(
         args.append("--recursive")
     if closure_size:
         args.append("--closure-size")
-    data = _json(_nix([*args, *paths], store=store, options=options))
+    data = _json(_nix([*args, *installables(paths)], store=store, options=options))
     return [
         PathInfo(
             path=item["path"],
@@ -335,7 +346,7 @@ def show_config(*, features: str | None = None) -> dict[str, Any]:
 
 
 def build_with_progress(
-    installables: Sequence[str],
+    items: Sequence[str],
     on_line: Callable[[str], None],
     *,
     error_text: Callable[[], str] | None = None,
@@ -354,7 +365,7 @@ def build_with_progress(
         argv += ["--system", system]
     for key, value in (options or {}).items():
         argv += ["--option", key, value]
-    argv += [*extra_args, *installables]
+    argv += [*extra_args, *installables(items)]
     result = process.stream(argv, on_line, error=NixError, what="nix build", error_text=error_text)
     # an installable that is a plain store path comes back as {"path": …}
     return [
@@ -365,12 +376,12 @@ def build_with_progress(
     ]
 
 
-def derivation_outputs(installables: Sequence[str], *, system: str | None = None) -> list[str]:
+def derivation_outputs(items: Sequence[str], *, system: str | None = None) -> list[str]:
     """The output paths of installables, by evaluation only (`nix show-derivation`)."""
     args = ["show-derivation"]
     if system:
         args += ["--system", system]
-    data = _json(_nix([*args, *installables]))
+    data = _json(_nix([*args, *installables(items)]))
     return [out["path"] for drv in data.values() for out in drv.get("outputs", {}).values()]
 
 
@@ -379,7 +390,7 @@ def derivation_path(installable: str, *, system: str | None = None) -> str:
     args = ["path-info", "--derivation", "--json"]
     if system:
         args += ["--system", system]
-    data = _json(_nix([*args, installable]))
+    data = _json(_nix([*args, *installables([installable])]))
     return data[0]["path"]
 
 
@@ -423,7 +434,9 @@ def copy(
         args += ["--from", source]
     if not recursive:
         args.append("--no-recursive")
-    return _nix([*args, *paths], store=store, options=options, what=what or "nix copy")
+    return _nix(
+        [*args, *installables(paths)], store=store, options=options, what=what or "nix copy"
+    )
 
 
 def query_paths(

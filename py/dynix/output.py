@@ -6,14 +6,16 @@ import json
 import sys
 from typing import Any
 
+from .log import redact
+
 
 def emit_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    sys.stdout.write(redact(json.dumps(data, indent=2, sort_keys=False)) + "\n")
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
-    """A plain, left-aligned text table."""
+    """A plain, left-aligned text table (passwords in URLs redacted)."""
+    rows = [[redact(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

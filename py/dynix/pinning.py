@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from . import log, nix, skopeo
 from .errors import CommandError, DynixError
-from .pins import UNRESOLVED, PinsFile, Source, is_sri
+from .pins import UNRESOLVED, PinsFile, Source, check_url, is_sri
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 
@@ -170,7 +170,7 @@ def set_pin(
     if url is not None:
         if pin.kind not in ("pypi", "url"):
             raise DynixError(f"pin '{name}' is a {pin.kind} pin; --url is for pypi and url pins")
-        moved["url"] = url
+        moved["url"] = check_url(url)
     if tag is not None:
         if pin.kind not in ("github", "oci"):
             raise DynixError(f"pin '{name}' is a {pin.kind} pin; --tag is for github and oci pins")

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import tomlkit
 from tomlkit.toml_document import TOMLDocument
 
 from .errors import DynixError
-from .files import write_text_atomic
+from .files import read_text, write_text_atomic
 from .tomlfile import line_of, parse
 
 UNRESOLVED = "unresolved"
@@ -36,6 +37,16 @@ _REV = re.compile(r"^[0-9a-f]{40}$")
 
 def is_sri(value: str) -> bool:
     return bool(_SRI.match(value))
+
+
+def check_url(value: str) -> str:
+    """A source URL Nix can fetch (http, https, ftp or file, with a host or an absolute path)."""
+    parsed = urlparse(value)
+    ok = parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
+    ok = ok or (parsed.scheme == "file" and parsed.path.startswith("/"))
+    if not ok or any(c.isspace() for c in value):
+        raise DynixError(f"not a URL Nix can fetch: {value!r} (expected https://HOST/PATH)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -164,9 +175,9 @@ class PinsFile:
     def load(cls, path: str | Path) -> PinsFile:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DynixError(f"cannot read pins file {path}: {exc.strerror}") from exc
+            text = read_text(path, "pins file")
+        except FileNotFoundError:
+            raise DynixError(f"cannot read pins file {path}: no such file") from None
         return cls(path, text, parse(text, str(path)))
 
     # -- validation ---------------------------------------------------------------------
@@ -195,6 +206,11 @@ class PinsFile:
                 raise self._fail(name, None, "missing 'rev' (or 'tag') (kind github)")
             if "rev" in data and not _REV.match(data["rev"]):
                 raise self._fail(name, "rev", "rev must be a full 40-character commit hash")
+        if "url" in data:
+            try:
+                check_url(data["url"])
+            except DynixError as exc:
+                raise self._fail(name, "url", str(exc)) from None
         if "hash" in data:
             self._check_hash(name, "hash", data["hash"])
         build_hashes = data.get("build-hashes", {})

@@ -3,23 +3,101 @@
 `run` waits for a command and returns its output; `spawn` starts a long-running one (a service
 of the serving stack) in its own session so that it and its children can be stopped together.
 Commands are argv lists, never shell strings; with `--debug` each one is logged on stderr.
+
+Stopping: `stop_on_signals` turns SIGTERM, SIGHUP and SIGQUIT into `Terminated` (a
+`KeyboardInterrupt`, as SIGINT is), so every `finally` runs whichever way dynix is stopped. A
+command being waited for is then asked to stop (SIGINT, as Ctrl-C would), and killed if it does
+not within `STOP_GRACE` seconds; `stop_all` does the same for the commands other threads wait
+for, so none outlives dynix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from . import log
 from .errors import CommandError, DynixError
+
+STOP_GRACE = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+
+
+class Terminated(KeyboardInterrupt):
+    """dynix was sent SIGTERM, SIGHUP or SIGQUIT."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM, SIGHUP and SIGQUIT raise `Terminated` in the main thread."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_terminated)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ask `proc` to stop as Ctrl-C would, then kill it if it is still there after a grace."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        except BaseException:  # interrupted again: no more waiting
+            proc.kill()
+            raise
+        finally:
+            proc.wait()
+
+
+def stop_all() -> None:
+    """Stop every command still running (those other threads wait for)."""
+    with _children_lock:
+        running = list(_children)
+    for proc in running:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _tracked(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    with _children_lock:
+        _children.add(proc)
+    try:
+        yield proc
+    except BaseException:
+        _stop(proc)
+        raise
+    finally:
+        with _children_lock:
+            _children.discard(proc)
 
 
 @dataclass(frozen=True)
@@ -63,25 +141,27 @@ def run(
     argv = [str(a) for a in argv]
     _log_command(argv, cwd)
     try:
-        proc = subprocess.run(
+        child = subprocess.Popen(
             argv,
-            input=input,
             cwd=cwd,
             env=_environ(env, extra_env),
             text=True,
             stdout=subprocess.PIPE,
             stderr=None if stderr_to_terminal else subprocess.PIPE,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            timeout=timeout,
-            check=False,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:
         raise DynixError(f"{argv[0]}: program not found on PATH") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise DynixError(f"{shlex.join(argv)} did not finish within {timeout:g} s") from exc
-    result = Result(argv, proc.returncode, proc.stdout or "", proc.stderr or "")
-    if check and proc.returncode != 0:
-        raise error(argv, proc.returncode, result.stderr, what=what)
+    with _tracked(child):
+        try:
+            stdout, stderr = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            child.kill()
+            child.communicate()
+            raise DynixError(f"{shlex.join(argv)} did not finish within {timeout:g} s") from exc
+    result = Result(argv, child.returncode, stdout or "", stderr or "")
+    if check and child.returncode != 0:
+        raise error(argv, child.returncode, result.stderr, what=what)
     return result
 
 
@@ -127,15 +207,12 @@ def stream(
     reader.start()
     tail: deque[str] = deque(maxlen=keep_lines)
     try:
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            tail.append(line)
-            on_stderr_line(line)
-        proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+        with _tracked(proc):
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                tail.append(line)
+                on_stderr_line(line)
+            proc.wait()
     finally:
         reader.join()
         proc.stdout.close()

@@ -33,13 +33,16 @@ def parse(text: str, source: str) -> TOMLDocument:
     except tomlkit.exceptions.ParseError as exc:
         message = str(exc).split(" at line ")[0]
         raise DynixError(f"{source}:{exc.line}:{exc.col}: {message}") from exc
+    except tomlkit.exceptions.TOMLKitError as exc:  # a key defined twice, …: no line given
+        read(text, source)  # the standard library's parser names the line
+        raise DynixError(f"{source}: {exc}") from exc
 
 
 def read(text: str, source: str) -> dict[str, Any]:
     """The data in `text` as plain dicts and lists (comments dropped); a syntax error becomes
     `source:LINE:COL: message`, as with `parse`."""
     if tomllib is None:
-        return parse(text, source).unwrap()
+        return parse(text, source).unwrap()  # pragma: no cover (Python 3.10)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

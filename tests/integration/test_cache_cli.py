@@ -107,7 +107,7 @@ def test_keygen_writes_a_private_secret_key_and_records_the_public_key(dx):
     entry = json.loads(dx.ok("cache", "list", "--json"))[0]
     assert entry["publicKey"] == public and entry["secretKeyFile"] == str(out)
     before = out.read_bytes()
-    error = one_line_error(dx("cache", "keygen", "local", "--out", str(out)))
+    error = one_line_error(dx("cache", "keygen", "local", "--replace", "--out", str(out)))
     assert "never overwrites" in error
     assert out.read_bytes() == before
 

@@ -16,6 +16,7 @@ from dynix import platforms
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "xdg").mkdir()
+    (tmp_path / "none.toml").write_text("# no caches\n")
     return {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
 
 
@@ -101,7 +102,7 @@ def test_doctor_warns_about_a_port_in_use(dynix, tmp_path, env):
             sock.listen()
         except OSError:
             pass  # already taken by something else: the check must say so all the same
-        checks = checks_of(dynix("doctor", "--json", "--config", tmp_path / "n.toml", env=env))
+        checks = checks_of(dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env))
     assert checks["port 8222"]["status"] == "warn"
     assert "ss -ltnp" in checks["port 8222"]["fix"]
 
@@ -122,7 +123,7 @@ def test_doctor_gpu_driver_against_cuda_12_8_with_a_stand_in_nvidia_smi(
     smi.write_text(f"#!/bin/sh\necho '{line}'\necho '{line}'\n")
     smi.chmod(0o755)
     env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
-    proc = dynix("doctor", "--json", "--config", tmp_path / "n.toml", env=env)
+    proc = dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env)
     gpu = checks_of(proc)["gpu"]
     assert gpu["status"] == status
     assert gpu["detail"].startswith(f"2 x NVIDIA GB200 (189471 MiB), driver {driver}")
@@ -132,7 +133,7 @@ def test_doctor_gpu_driver_against_cuda_12_8_with_a_stand_in_nvidia_smi(
 
 
 def test_doctor_without_nvidia_smi_warns(dynix, tmp_path, env):
-    checks = checks_of(dynix("doctor", "--json", "--config", tmp_path / "n.toml", env=env))
+    checks = checks_of(dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env))
     if not Path("/usr/bin/nvidia-smi").exists():
         assert checks["gpu"]["status"] == "warn"
 

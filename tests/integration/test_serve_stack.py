@@ -113,6 +113,19 @@ def test_status_reports_components_services_pids_and_ports(dynix, stack):
     assert "EchoPrefillWorker" in table.stdout and "healthy" in table.stdout
 
 
+def test_nothing_listens_on_every_interface(stack):
+    """The frontend binds loopback (serve.host's default), as do nats, etcd and circus; only
+    Dynamo's response-stream servers listen on the machine's other address, as dynix says."""
+    listening = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True)
+    local = [line.split()[3] for line in listening.stdout.splitlines()]
+    ours = {str(p) for p in stack.ports.values()}
+    for address in local:
+        where, _, port = address.rpartition(":")
+        if port in ours:
+            assert where == "127.0.0.1", address
+    assert f"listening: frontend 127.0.0.1:{stack.ports['port']}" in stack.log()
+
+
 def test_component_output_is_prefixed_and_logged(stack):
     err = stack.log()
     assert "        etcd | " in err and "        nats | " in err

@@ -9,8 +9,9 @@ import click
 
 from .. import cache as caches
 from .. import log, nix
-from ..config import Cache, Config, check_name, normalise_url, parse_key
+from ..config import Cache, Config, check_name, default_path, normalise_url, parse_key
 from ..errors import DynixError
+from ..files import locked
 from ..output import emit_json, table
 from ..progress import human_bytes
 
@@ -33,8 +34,20 @@ config_option = click.option(
 )
 
 
-def load_config(ctx: click.Context) -> Config:
-    return Config.load(ctx.meta.get(CONFIG_KEY))
+def load_config(ctx: click.Context, *, edit: bool = False) -> Config:
+    """The config file. To `edit` it, it is locked until the command ends and read under the
+    lock; to read it, a `--config` that names no file is an error."""
+    explicit = ctx.meta.get(CONFIG_KEY)
+    path = Path(explicit) if explicit is not None else default_path()
+    if edit:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DynixError(f"cannot create {path.parent}: {exc.strerror}") from exc
+        ctx.with_resource(locked(path))  # writes follow a link to the file it names
+    elif explicit is not None and not path.exists():
+        raise DynixError(f"config file {path} not found")
+    return Config.load(path)
 
 
 @click.group()
@@ -72,7 +85,7 @@ def add(
         key_path = secret_key_file.expanduser().resolve()
         derived = caches.check_secret_key_file(key_path, public_key=public_key)
         public_key = public_key or derived
-    cfg = load_config(ctx)
+    cfg = load_config(ctx, edit=True)
     if name in cfg.caches:
         raise DynixError(
             f"cache {name!r} is already in {cfg.path} ({cfg.caches[name].url}): "
@@ -109,7 +122,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def remove(ctx: click.Context, name: str) -> None:
     """Forget cache NAME (its key files are left where they are)."""
-    cfg = load_config(ctx)
+    cfg = load_config(ctx, edit=True)
     cfg.remove_cache(name)
     cfg.save()
     log.info(f"removed cache {name} from {cfg.path}")
@@ -124,14 +137,25 @@ def remove(ctx: click.Context, name: str) -> None:
     help="Where to write the secret key (default: ~/.config/dynix/keys/NAME.sec).",
 )
 @click.option("--key-name", help="The name inside the key (default: NAME-1).")
+@click.option(
+    "--replace", is_flag=True, help="Replace the key pair the cache already has in the config."
+)
 @click.pass_context
-def keygen(ctx: click.Context, name: str, out: Path | None, key_name: str | None) -> None:
+def keygen(
+    ctx: click.Context, name: str, out: Path | None, key_name: str | None, replace: bool
+) -> None:
     """Make a signing key pair for cache NAME: the secret key goes to a new file (mode 0600),
     the public key into the config."""
-    cfg = load_config(ctx)
+    cfg = load_config(ctx, edit=True)
     entry = cfg.cache(name)
     if entry.cachix:
         raise DynixError(f"{name!r} is a cachix cache: make its key with cachix generate-keypair")
+    if (entry.public_key or entry.secret_key_file) and not replace:
+        raise DynixError(
+            f"cache {name!r} already has public key {entry.public_key or '(none)'} (secret key "
+            f"file {entry.secret_key_file or '(none)'}): a new pair replaces it, and whoever "
+            "trusts the old key will refuse paths signed with the new one; pass --replace"
+        )
     if out is None:
         base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
         out = Path(base) / "dynix" / "keys" / f"{name}.sec"
@@ -144,6 +168,8 @@ def keygen(ctx: click.Context, name: str, out: Path | None, key_name: str | None
     cfg.set_cache(Cache(name, entry.url, public, str(out), entry.cachix))
     cfg.save()
     log.info(f"secret key written to {out}")
+    if entry.public_key and entry.public_key != public:
+        log.info(f"public key of {name} changed from {entry.public_key} to {public}")
     click.echo(public)
 
 

@@ -97,6 +97,11 @@ def image() -> None:
     help="Layer cache (default: $XDG_CACHE_HOME/dynix/layers).",
 )
 @click.option("--no-cache", is_flag=True, help="Neither use nor fill the layer cache.")
+@click.option(
+    "--verify-cache",
+    is_flag=True,
+    help="Hash every cached layer before reusing it (by default only changed-looking ones).",
+)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Layers written at once.")
 @click.option("--tls-verify/--no-tls-verify", default=None, help="For a docker:// base.")
 @click.option("--authfile", type=click.Path(dir_okay=False), help="Registry credentials file.")
@@ -132,6 +137,7 @@ def build(
     store: str | None,
     cache_dir: Path | None,
     no_cache: bool,
+    verify_cache: bool,
     jobs: int | None,
     tls_verify: bool | None,
     authfile: str | None,
@@ -158,7 +164,7 @@ def build(
         cmd=_words(cmd, "--cmd"),
         env=_pairs(env, "--env"),
         labels=dict(_pairs(labels, "--label")),
-        created=created or cfg.default_created(),
+        created=cfg.check_created(created) if created is not None else cfg.default_created(),
     )
     request = Request(
         installables=list(installables),
@@ -175,6 +181,7 @@ def build(
         jobs=jobs or 0,
         tls_verify=tls_verify,
         authfile=authfile,
+        verify_cache=verify_cache,
         sbom=sbom_format,
         provenance=provenance,
         signing_key=signing_key,
@@ -232,7 +239,7 @@ def push(src: str, dest: str, tls_verify: bool | None, authfile: str | None) -> 
     if src_ref.transport == "oci" and dest_ref.transport == "docker":
         _push_artifacts(src_ref, str(dest_ref), tls_verify, authfile)
     repo = str(dest_ref).rsplit("@", 1)[0]
-    click.echo(f"{repo}@{digest}")
+    click.echo(log.redact(f"{repo}@{digest}"))
 
 
 def _push_artifacts(

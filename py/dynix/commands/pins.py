@@ -8,13 +8,17 @@ import click
 
 from .. import log, nix, pinbuilds, pinning
 from ..errors import DynixError
+from ..files import locked
 from ..output import emit_json, table
 from ..pins import PinsFile, default_path
 
 
-def _load(ctx: click.Context) -> PinsFile:
-    path = ctx.obj.get("file") if ctx.obj else None
-    return PinsFile.load(path or default_path())
+def _load(ctx: click.Context, *, edit: bool = False) -> PinsFile:
+    """The pins file; to `edit` it, locked until the command ends and read under the lock."""
+    path = (ctx.obj.get("file") if ctx.obj else None) or default_path()
+    if edit:
+        ctx.with_resource(locked(path))  # writes follow a link to the file it names
+    return PinsFile.load(path)
 
 
 @click.group()
@@ -121,7 +125,7 @@ def lock(
     is recorded, and this repeats while it lets more build. Only the changed values are
     rewritten; comments and layout are kept and the file is replaced in one rename.
     """
-    pf = _load(ctx)
+    pf = _load(ctx, edit=True)
     if not build and (flake or systems):
         raise click.UsageError("--flake and --system go with --build")
     if build:
@@ -198,7 +202,7 @@ def set_(
     """
     if not any([version, rev, url, tag, hash_, build_hashes]):
         raise click.UsageError("nothing to set: give --version, --rev, --url, --tag or a hash")
-    pf = _load(ctx)
+    pf = _load(ctx, edit=True)
     changed = pinning.set_pin(
         pf,
         name,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import log
 from ..errors import DynixError
 from ..output import emit_json, table
 from ..serve import config as stack_config
@@ -21,17 +22,27 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     data = state.read(folder)
     if data is None:
         raise DynixError(f"no stack has run from {folder} (no {state.STATE_FILE})")
-    running = state.owner_alive(data)
+    running = state.held(folder) or state.owner_alive(data)
     if not running and data.get("status") not in ("stopped", "failed"):
         data["status"] = "gone"  # dynix serve was killed without cleaning up
     data["running"] = running
-    table_now = procs.snapshot() if running else {}
+    live = state.live_pids(data)
+    table_now = procs.snapshot() if running or live else {}
     for component in data.get("components", []):
         pid = component.get("pid")
-        component["alive"] = bool(running and isinstance(pid, int) and procs.alive(pid))
+        component["alive"] = isinstance(pid, int) and (
+            pid in live or (running and procs.alive(pid))
+        )
         for name, service in (component.get("services") or {}).items():
+            service["pids"] = [p for p in service.get("pids", []) if p in live or running]
             planned = (component.get("gpus") or {}).get(name)
             service["gpus"] = _service_gpus(service, planned, table_now)
+    if not running and live:
+        log.warn(
+            f"dynix serve (pid {data.get('pid')}) is gone but {len(live)} processes of its stack "
+            f"still run (pids {', '.join(map(str, sorted(live)[:8]))}); "
+            f"`dynix serve --state-dir {folder}` stops them before it starts"
+        )
     if as_json:
         emit_json(data)
         return

@@ -44,6 +44,24 @@ def default_created() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def check_created(value: str) -> str:
+    """`--created` as an RFC 3339 timestamp (what an image config holds), else an error."""
+    ok = bool(_RFC3339.match(value))
+    if ok:
+        try:
+            datetime.datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", value.replace(" ", "T")))
+        except ValueError:
+            ok = False
+    if not ok:
+        raise DynixError(
+            f"--created {value!r}: expected an RFC 3339 time such as 2025-05-01T12:00:00Z"
+        )
+    return value
+
+
 def store_name(path: str) -> str:
     """`/nix/store/<hash>-hello-2.12` -> `hello-2.12`."""
     return path.rstrip("/").rsplit("/", 1)[-1].split("-", 1)[-1]

@@ -20,11 +20,11 @@ from typing import Any
 
 from .. import log, nix, process, skopeo
 from ..errors import DynixError
-from ..files import atomic_path
+from ..files import atomic_path, temp_name
 from . import config as cfg
 from . import grouping, layers, pool, spec
 from .cache import BlobStore, default_root, layer_key
-from .layout import BlobSet, write_docker_archive, write_layout
+from .layout import BlobSet, check_target, write_docker_archive, write_layout
 from .source import ImageRef, Source, open_source, parse_ref
 
 
@@ -44,6 +44,7 @@ class Request:
     jobs: int = 0
     tls_verify: bool | None = None
     authfile: str | None = None
+    verify_cache: bool = False
     # documents attached as OCI artifacts (see dynix.sbom.image)
     sbom: str | None = None
     provenance: bool = False
@@ -224,11 +225,8 @@ def build(req: Request) -> dict[str, Any]:
         raise DynixError("a docker archive holds one platform: use -o oci:DIR for several --system")
     platforms = {s: spec.platform(s) for s in req.systems}
     root = os.path.abspath(req.store) if req.store else ""
-    target = Path(out.path)
-    if out.transport == "oci" and target.exists() and not target.is_dir():
-        raise DynixError(f"{target} exists and is not a folder: cannot write an OCI layout there")
-    if out.transport == "docker-archive" and target.is_dir():
-        raise DynixError(f"{target} is a folder: a docker archive is a file")
+    target = Path(os.path.abspath(out.path))
+    check_target(target, out.transport)
 
     # Nix calls that do not depend on the build run beside it.
     helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nix")
@@ -240,13 +238,19 @@ def build(req: Request) -> dict[str, Any]:
         )
         with atomic_path(target) as tmp:
             try:
-                scratch = Path(tempfile.mkdtemp(prefix=".dynix-", dir=target.parent))
+                scratch = Path(
+                    tempfile.mkdtemp(
+                        prefix=temp_name(target, "scratch"), suffix=".tmp", dir=target.parent
+                    )
+                )
             except OSError as exc:
                 raise DynixError(f"cannot write to {target.parent}: {exc.strerror}") from exc
             try:
-                return _build_into(req, out, tmp, scratch, platforms, asks, root)
+                result, done = _build_into(req, out, tmp, scratch, platforms, asks, root)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+        log.info(done)  # only once the image is in place
+        return result
     finally:
         helpers.shutdown(wait=True)
 
@@ -268,8 +272,8 @@ def _build_into(
     platforms: dict[str, dict[str, str]],
     asks: Asks,
     root: str,
-) -> dict[str, Any]:
-    store = BlobStore(req.cache or scratch / "blobs")
+) -> tuple[dict[str, Any], str]:
+    store = BlobStore(req.cache or scratch / "blobs", verify=req.verify_cache)
     explicit = bool(req.systems)
     # Without --system, Nix builds for this machine, whose name comes with the build.
     systems = sorted(set(req.systems)) or [""]
@@ -401,9 +405,7 @@ def _build_into(
     if base_source:
         base_source.close()
     written = sum(x.blob.size for x in todo if x.blob)
-    log.info(
-        f"wrote {out} ({len(all_layers)} layers, {cached} from the cache, {_human(written)} new)"
-    )
+    done = f"wrote {out} ({len(all_layers)} layers, {cached} from the cache, {_human(written)} new)"
     return {
         "reference": f"{out}:{tag}" if out.transport == "oci" else str(out),
         "digest": top["digest"],
@@ -425,4 +427,4 @@ def _build_into(
             }
             for s in systems
         ],
-    }
+    }, done

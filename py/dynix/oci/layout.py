@@ -2,7 +2,7 @@
 
 Both are written from a `BlobSet`: every blob the image needs, each either bytes (configs,
 manifests) or a file already on disk (layers from the cache, base layers). A layout folder
-hard-links files where it can and copies them where it cannot; a docker archive streams them
+gets copies of the files (clones where the file system can); a docker archive streams them
 into one tar. The archive holds `manifest.json` (what `docker load` and skopeo's
 `docker-archive:` read) and also `index.json`, `oci-layout` and `blobs/sha256/…`, as
 `docker save` writes since Docker 25.
@@ -11,6 +11,7 @@ into one tar. The archive holds `manifest.json` (what `docker load` and skopeo's
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from ..errors import DynixError
 from . import spec
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+FICLONE = 0x40049409  # ioctl: share the extents of another file, copy-on-write
 
 
 @dataclass
@@ -61,13 +63,63 @@ def index_json(
     return spec.canonical_json(index)
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+LAYOUT_ENTRIES = {"oci-layout", "index.json", "blobs"}
+
+
+def check_target(target: Path, transport: str) -> None:
+    """Refuse to replace what dynix would not have written: an existing output is replaced
+    only when it is an OCI image layout (or an empty folder) for `oci:`, and a tar archive (or
+    an empty file) for `docker-archive:`."""
+    if not target.name or target == Path(target.anchor):
+        raise DynixError(f"cannot write an image to {target}: name a file or folder")
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink():
+        raise DynixError(f"{target} is a symbolic link: write the image to a new path")
+    if transport == "oci":
+        if not target.is_dir():
+            raise DynixError(f"{target} exists and is not a folder: cannot write an OCI layout")
+        try:
+            entries = sorted(os.listdir(target))
+        except OSError as exc:
+            raise DynixError(f"cannot read {target}: {exc.strerror}") from exc
+        if entries and ("oci-layout" not in entries or not set(entries) <= LAYOUT_ENTRIES):
+            shown = ", ".join(e for e in entries if e not in LAYOUT_ENTRIES)[:120]
+            raise DynixError(
+                f"{target} exists and is not an OCI image layout (it holds {shown or entries[0]}):"
+                " dynix replaces only an image layout; choose a new or empty folder"
+            )
+        return
+    if target.is_dir():
+        raise DynixError(f"{target} is a folder: a docker archive is a file")
+    if not target.is_file():
+        raise DynixError(f"{target} exists and is not a regular file")
+    if target.stat().st_size and not _is_tar(target):
+        raise DynixError(
+            f"{target} exists and is not a tar archive: dynix replaces only an image archive; "
+            "choose a new file name"
+        )
+
+
+def _is_tar(path: Path) -> bool:
     try:
-        os.link(src, dest)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise
-        shutil.copyfile(src, dest)
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def copy_blob_file(src: Path, dest: Path) -> None:
+    """Copy a blob into an output: a copy-on-write clone where the file system can (no bytes
+    copied, and neither file can change the other), else a copy in the kernel. Never a hard
+    link, through which a change to an image would change the cache, and the other way round."""
+    with open(src, "rb") as fin, open(dest, "xb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
+                raise
+    shutil.copyfile(src, dest)
 
 
 def write_layout(
@@ -88,7 +140,7 @@ def write_layout(
             if digest in blobs.data:
                 dest.write_bytes(blobs.data[digest])
             else:
-                _link_or_copy(blobs.files[digest], dest)
+                copy_blob_file(blobs.files[digest], dest)
         (folder / "index.json").write_bytes(index_json(top, ref_name, extra))
     except OSError as exc:
         raise DynixError(f"cannot write {folder}: {exc.strerror or exc}") from exc

@@ -169,7 +169,7 @@ class Source:
         if own is not None:
             return own
         dest = store.path(digest)
-        if dest.exists() and (size < 0 or dest.stat().st_size == size):
+        if store.intact(digest, size):
             return dest
         from .layers import Blob
 

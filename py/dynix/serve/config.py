@@ -7,6 +7,7 @@ error that names its line. Command-line options override the file (`StackConfig.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from typing import Any
 import tomlkit
 
 from ..errors import DynixError
-from ..files import write_text_atomic
+from ..files import locked, read_text, write_text_atomic
 from ..tomlfile import parse as parse_toml
 
 GRAPHS = ("disagg", "agg", "disagg_router", "agg_router", "echo")
@@ -25,6 +26,7 @@ ROUTERS = ("round-robin", "random", "kv")
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
 ECHO_MODEL = "echo"
 CONFIG_NAME = "dynix.toml"
+LOG_LEVELS = ("error", "warn", "info", "debug", "trace")
 
 DEFAULT_TEXT = f"""\
 # The serving stack that `dynix serve` runs. Every key is optional; these are the defaults.
@@ -37,8 +39,10 @@ graph = "disagg"
 model = "{DEFAULT_MODEL}"
 # The name clients ask for; the model itself when empty.
 served-model-name = ""
-# The OpenAI-compatible HTTP frontend's port.
+# The OpenAI-compatible HTTP frontend's port, and the address it listens on (0.0.0.0 for
+# every interface). Dynamo 0.2.0's own vLLM frontend listens on 0.0.0.0 whatever this says.
 port = 8000
+host = "127.0.0.1"
 # Where logs, the rendered Dynamo config, the control plane's data and state.json live.
 # Empty: $XDG_STATE_HOME/dynix/serve (~/.local/state/dynix/serve).
 state-dir = ""
@@ -153,6 +157,7 @@ class StackConfig:
     model: str = ""
     served_model_name: str = ""
     port: int = 8000
+    host: str = "127.0.0.1"
     state_dir: str = ""
     examples: str = ""
     log_level: str = "info"
@@ -202,6 +207,22 @@ class StackConfig:
         new.validate_values()
         return new
 
+    def ports(self) -> dict[str, int]:
+        """The ports this stack listens on, by their key in the file."""
+        cp, sv = self.control_plane, self.supervise
+        ports = {"serve.port": self.port}
+        if cp.mode == "local":
+            ports |= {
+                "serve.control-plane.nats-port": cp.nats_port,
+                "serve.control-plane.nats-monitor-port": cp.nats_monitor_port,
+                "serve.control-plane.etcd-port": cp.etcd_port,
+                "serve.control-plane.etcd-peer-port": cp.etcd_peer_port,
+            }
+        return ports | {
+            "serve.supervise.circus-port": sv.circus_port,
+            "serve.supervise.circus-pubsub-port": sv.circus_pubsub_port,
+        }
+
     def validate_values(self) -> None:
         where = f"{self.source}: " if self.source else ""
         checks = [
@@ -213,7 +234,43 @@ class StackConfig:
             ),
             (self.decode.workers >= 1, "decode workers must be at least 1"),
             (self.prefill.workers >= 1, "prefill workers must be at least 1"),
+            (
+                self.log_level in LOG_LEVELS,
+                f"serve.log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}",
+            ),
+            (bool(self.control_plane.host.strip()), "control-plane host must not be empty"),
+            (bool(self.host.strip()), "serve.host must not be empty (127.0.0.1, or 0.0.0.0)"),
         ]
+        sv = self.supervise
+        for name, value, least in [
+            ("supervise.max-restarts", sv.max_restarts, 0),
+            ("supervise.restart-window", sv.restart_window, 0.001),
+            ("supervise.backoff", sv.backoff, 0),
+            ("supervise.ready-timeout", sv.ready_timeout, 0.001),
+            ("model-config.block-size", self.block_size, 1),
+            ("model-config.max-model-len", self.max_model_len, 1),
+            ("router.min-workers", self.min_workers, 0),
+            ("disagg.max-local-prefill-length", self.max_local_prefill_length, 0),
+            ("disagg.max-prefill-queue-size", self.max_prefill_queue_size, 0),
+            *[
+                (f"{role}.{key}", getattr(workers, key.replace("-", "_")), low)
+                for role, workers in (("decode", self.decode), ("prefill", self.prefill))
+                for key, low in (("gpus-per-worker", 0), ("max-num-batched-tokens", 1))
+            ],
+        ]:
+            checks.append(
+                (
+                    math.isfinite(value) and value >= least,
+                    f"serve.{name} must be a number of at least {least:g}, not {value!r}",
+                )
+            )
+        seen: dict[int, str] = {}
+        for what, port in self.ports().items():
+            if not 1 <= port <= 65535:
+                checks.append((False, f"{what} must be a port from 1 to 65535, not {port}"))
+            elif port in seen:
+                checks.append((False, f"{what} and {seen[port]} are both port {port}"))
+            seen.setdefault(port, what)
         for ok, message in checks:
             if not ok:
                 raise DynixError(where + message)
@@ -241,6 +298,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("serve", "model"): ("model", str),
     ("serve", "served-model-name"): ("served_model_name", str),
     ("serve", "port"): ("port", int),
+    ("serve", "host"): ("host", str),
     ("serve", "state-dir"): ("state_dir", str),
     ("serve", "examples"): ("examples", str),
     ("serve", "log-level"): ("log_level", str),
@@ -287,9 +345,9 @@ def load(path: str | Path | None) -> StackConfig:
         return StackConfig()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DynixError(f"cannot read {path}: {exc.strerror}") from exc
+        text = read_text(path)
+    except FileNotFoundError:
+        raise DynixError(f"cannot read {path}: no such file") from None
     return parse(text, str(path))
 
 
@@ -377,12 +435,16 @@ def write_default(
     path: str | Path, *, force: bool = False, settings: dict[str, str] | None = None
 ) -> None:
     """Write the commented default config to `path`, with `settings` ({"serve.port": "9000"})."""
-    path = Path(path)
-    if path.exists() and not force and not settings:
+    with locked(path) as real:  # read, edit and write back with no other edit in between
+        _write_default(Path(path), real, force, settings or {})
+
+
+def _write_default(path: Path, real: Path, force: bool, settings: dict[str, str]) -> None:
+    if real.exists() and not force and not settings:
         raise DynixError(f"{path} already exists (use --force to overwrite it)")
-    text = path.read_text(encoding="utf-8") if path.exists() and not force else DEFAULT_TEXT
+    text = read_text(real) if real.exists() and not force else DEFAULT_TEXT
     doc = parse_toml(text, str(path))
-    for dotted, raw in (settings or {}).items():
+    for dotted, raw in settings.items():
         table_name, _, key = dotted.rpartition(".")
         if (table_name, key) not in _KEYS:
             raise DynixError(f"unknown key {dotted}")
@@ -393,7 +455,7 @@ def write_default(
         table[key] = _convert(dotted, raw, kind)
     new_text = tomlkit.dumps(doc)
     parse(new_text, str(path))  # never write what we could not read back
-    write_text_atomic(path, new_text)
+    write_text_atomic(real, new_text)
 
 
 def _convert(dotted: str, raw: str, kind: type) -> Any:

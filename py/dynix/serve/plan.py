@@ -49,7 +49,8 @@ class Plan:
 
     @property
     def frontend(self) -> str:
-        return f"http://127.0.0.1:{self.config.port}"
+        where = self.config.host
+        return f"http://{'127.0.0.1' if where in ('0.0.0.0', '') else where}:{self.config.port}"
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -236,6 +237,12 @@ def graph_env(config: StackConfig) -> dict[str, str]:
     }
 
 
+def frontend_bind(config: StackConfig) -> str:
+    """Where the frontend really listens: `serve.host` for the echo graph (dynix's own), every
+    interface for Dynamo 0.2.0's vLLM graphs (their frontend starts `http` without --host)."""
+    return config.host if config.graph == "echo" else "0.0.0.0"
+
+
 def graph_component(
     config: StackConfig,
     state: Path,
@@ -250,7 +257,7 @@ def graph_component(
         env={**graph_env(config), **(worker.env if worker else {})},
         cwd=str(examples) if examples else "<examples/llm>",
         ports=[
-            host.Port("frontend", "0.0.0.0", config.port),
+            host.Port("frontend", frontend_bind(config), config.port),
             host.Port("circus control", "127.0.0.1", sv.circus_port),
             host.Port("circus pub/sub", "127.0.0.1", sv.circus_pubsub_port),
         ],

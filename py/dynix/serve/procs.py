@@ -106,6 +106,47 @@ def stop_groups(pgids: set[int], grace: float, reap=None) -> list[ProcInfo]:
     return members(pgids)
 
 
+STACK_ENV = "DYNIX_STACK"  # set for every process of a stack, inherited by what they start
+
+
+def marked(stack_id: str, table: dict[int, ProcInfo] | None = None) -> list[ProcInfo]:
+    """Live processes whose environment says they belong to stack `stack_id`: they are found
+    even when their parent is gone (a service circus started just before it was stopped, or
+    everything after `dynix serve` itself was killed)."""
+    if not stack_id:
+        return []
+    table = snapshot() if table is None else table
+    wanted = f"{STACK_ENV}={stack_id}".encode()
+    found = []
+    for info in table.values():
+        if info.state == "Z" or info.pid == os.getpid():
+            continue
+        try:
+            environ = (PROC / str(info.pid) / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(info)
+    return found
+
+
+def stop_marked(stack_id: str, grace: float, reap=None) -> list[ProcInfo]:
+    """Stop every process of stack `stack_id` (by their groups, never dynix's own); returns
+    those still running. A few rounds: one may be starting another as the first are stopped."""
+    left: list[ProcInfo] = []
+    for _ in range(3):
+        found = marked(stack_id)
+        if not found:
+            return []
+        groups = {p.pgid for p in found} - {os.getpgrp()}
+        left = stop_groups(groups, grace, reap=reap)
+        for info in found:
+            if info.pgid == os.getpgrp():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.pid, signal.SIGKILL)
+    return left or marked(stack_id)
+
+
 def service_name(info: ProcInfo) -> str | None:
     """The Dynamo service a `dynamo.sdk.cli.serve_dynamo ... --service-name X` process runs."""
     argv = info.argv

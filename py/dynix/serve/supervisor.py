@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ from .. import log, process
 from ..errors import DynixError
 from ..files import write_text_atomic
 from . import control_plane, host, procs, render, state
+from . import plan as plan_module
 from .plan import Component, Plan
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -36,8 +38,11 @@ SERVICE_RECOVERY = 30.0  # a restarted service must be back within this long
 _output_lock = threading.Lock()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 class Stop(Exception):
-    """Asked to stop (SIGINT/SIGTERM)."""
+    """Asked to stop (SIGINT, SIGTERM, SIGHUP: a closed terminal, SIGQUIT)."""
 
 
 @dataclass
@@ -84,20 +89,34 @@ class Stack:
         self.logs = plan.state_dir / "logs"
         self.started_at = time.time()
         self.ready_seconds: float | None = None
+        self.stack_id = uuid.uuid4().hex
 
     # -- the whole life ----------------------------------------------------------------------
     def run(self) -> None:
         plan = self.plan
-        # Everything that can be checked is checked before anything starts or is written.
-        state.check_not_running(plan.state_dir)
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        try:
+            with state.claim(plan.state_dir) as fresh:
+                # Everything that can be checked is checked before anything starts or is written.
+                try:
+                    state.check_not_running(plan.state_dir, GRAPH_GRACE)
+                    if plan.rendered is not None:
+                        host.require_non_loopback_ipv4()
+                    host.check_ports([p for c in plan.components for p in c.ports])
+                except BaseException:
+                    if fresh:
+                        state.unclaim(plan.state_dir)
+                    raise
+                self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> None:
+        plan = self.plan
+        state.prepare(plan.state_dir)
         if plan.rendered is not None:
-            host.require_non_loopback_ipv4()
-        host.check_ports([p for c in plan.components for p in c.ports])
-        plan.state_dir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
-        if plan.rendered is not None:
-            write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered))
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered), follow=False)
         t0 = time.monotonic()
         try:
             self._start_all()
@@ -113,8 +132,6 @@ class Stack:
             raise
         finally:
             self._shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
@@ -129,9 +146,22 @@ class Stack:
         if self.plan.rendered is not None:
             what.append(f"graph {self.config.graph}")
             print(f"{self.plan.frontend}/v1", flush=True)  # the result: where to send requests
+            self._say_what_listens()
         log.info(
             f"dynix: {' and '.join(what)} ready in {self.ready_seconds:.1f} s "
             f"(state: {state.path(self.plan.state_dir)})"
+        )
+
+    def _say_what_listens(self) -> None:
+        bind = plan_module.frontend_bind(self.config)
+        if bind != self.config.host:
+            log.warn(
+                f"the frontend listens on {bind}:{self.config.port}, not {self.config.host}: "
+                f"Dynamo 0.2.0's {self.config.graph} frontend takes no address; firewall the port"
+            )
+        log.info(
+            f"dynix: listening: frontend {bind}:{self.config.port}; Dynamo's services also accept "
+            "response streams on a non-loopback address of this machine (ports of their choosing)"
         )
 
     # -- starting ----------------------------------------------------------------------------
@@ -150,11 +180,11 @@ class Stack:
             self._wait_ready()
 
     def _spawn(self, component: Component) -> Running:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.logs / f"{component.name}.log", "a", encoding="utf-8")  # noqa: SIM115
+        log_file = state.open_log(self.plan.state_dir, component.name)
         log_file.write(f"--- dynix: starting {component.name}: {' '.join(component.argv)}\n")
         log_file.flush()
-        proc = process.spawn(component.argv, cwd=component.cwd, extra_env=component.env)
+        env = {**component.env, procs.STACK_ENV: self.stack_id}
+        proc = process.spawn(component.argv, cwd=component.cwd, extra_env=env)
         running = Running(component, proc, log_file, pgids={proc.pid})
         self.running[component.name] = running
         threading.Thread(target=self._pump, args=(running,), daemon=True).start()
@@ -373,8 +403,8 @@ class Stack:
     def _shutdown(self) -> None:
         if self.status != "failed":
             self.status = "stopping"
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         self._write_state()
         left: list[procs.ProcInfo] = []
         graph = self.running.get("graph")
@@ -386,6 +416,10 @@ class Stack:
         left += procs.stop_groups(
             groups, CONTROL_PLANE_GRACE, reap=lambda: [r.proc.poll() for r in plane]
         )
+        # What was being started as the stop began (circus forks services in sessions of their
+        # own): found by the stack's mark in their environment.
+        reap_all = lambda: [r.proc.poll() for r in self.running.values()]  # noqa: E731
+        left = procs.stop_marked(self.stack_id, GRAPH_GRACE, reap=reap_all)
         for running in self.running.values():
             running.proc.poll()
             running.log_file.close()
@@ -433,6 +467,7 @@ class Stack:
             components.append(entry)
         data = {
             "pid": os.getpid(),
+            "stack_id": self.stack_id,
             "status": self.status,
             "role": plan.role,
             "graph": self.config.graph if plan.rendered is not None else None,
