@@ -6,17 +6,17 @@ large incompressible libraries and many packages of small files, all used by one
 one run, measures side by side:
 
   limit        read every file of the closure and sha256 the bytes (what any layer writer must do)
-  dynix none   `dynix image build --compress none`, empty layer cache
   tar twice    every layer tarred twice, once to hash it and once to write it (the approach of a
                streamed layered image), uncompressed: bench/tar_twice.py
-  dynix gzip   `dynix image build` with default gzip, empty layer cache
-  rebuild      `dynix image build` after the app changed, warm layer cache (none and gzip)
+  dynix        `dynix image build --compress none|gzip|zstd`, empty layer cache, on 1 and 2
+               cores (taskset), so the gain per core can be read off
+  rebuild      the same after the app changed, warm layer cache
 
 Each is a separate process; wall time and peak RSS (from wait4) are reported, median of --runs.
 Peak memory is also taken on a closure a quarter the size, to show it does not grow with it.
 Everything made is removed at the end, store paths included.
 
-    PYTHONPATH=py python bench/image_build.py [--scale 1.0] [--runs 3]
+    PYTHONPATH=py python bench/image_build.py [--scale 1.0] [--runs 3] [--shape app|onebig]
 """
 
 from __future__ import annotations
@@ -70,16 +70,30 @@ FLAKE = """\
           n=$((n + 1))
         done
       '';
-      # A few large libraries (cuBLAS, cuDNN): one incompressible file of MB MiB each.
-      large = i: mk "libcudalike${toString i}-12.8" [ bb ] ''
+      # A few large libraries (cuBLAS, cuDNN): MB MiB each, half random bytes, half a hex dump
+      # of random bytes (which compresses about as well as machine code does).
+      libs = n: ''
         export PATH=${bb}/bin
         mkdir -p $out/lib
         echo ${bb} > $out/deps
-        head -c $(( @MB@ * 1024 * 1024 )) /dev/urandom > $out/lib/libbig${toString i}.so
+        for j in $(seq 1 ${toString n}); do
+          { head -c $(( @MB@ * 512 * 1024 )) /dev/urandom
+            head -c $(( @MB@ * 512 * 1024 * 16 / 47 )) /dev/urandom | od -x
+          } > $out/lib/libbig$j.so
+        done
       '';
+      large = i: mk "libcudalike${toString i}-12.8" [ bb ] (libs 1);
+      # All the large libraries in one path (like PyTorch or a CUDA toolkit): most of the bytes.
+      allInOne = mk "libcudaall-12.8" [ bb ] (libs @LARGE@);
       smalls = map small (builtins.genList (i: i) @SMALL@);
       larges = map large (builtins.genList (i: i) @LARGE@);
       app = mk "app-@VERSION@" (smalls ++ larges) ''
+        export PATH=${bb}/bin
+        mkdir -p $out/bin
+        echo "@VERSION@" > $out/version
+        for d in $deps; do echo $d; done > $out/deps
+      '';
+      onebig = mk "onebig-@VERSION@" (smalls ++ [ allInOne ]) ''
         export PATH=${bb}/bin
         mkdir -p $out/bin
         echo "@VERSION@" > $out/version
@@ -90,7 +104,7 @@ FLAKE = """\
         mkdir -p $out; for d in $deps; do echo $d; done > $out/deps
       '';
     in {
-      packages.${system} = { inherit app quarter; default = app; };
+      packages.${system} = { inherit app onebig quarter; default = app; };
     };
 }
 """
@@ -147,8 +161,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 is a ~2 GB closure")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cores", default="1,2", help="core counts to run on, with taskset")
+    parser.add_argument(
+        "--shape",
+        choices=["app", "onebig"],
+        default="app",
+        help="app: four large paths; onebig: one path holds most bytes",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the store paths afterwards")
     args = parser.parse_args()
+    cores = [int(c) for c in args.cores.split(",")]
+    target = args.shape
 
     work = Path(tempfile.mkdtemp(prefix="dynix-bench."))
     made: list[str] = []
@@ -157,22 +180,24 @@ def main() -> None:
         v2 = make_flake(work / "v2", args.scale, "1.1")
         print("building the synthetic closure with Nix ...", file=sys.stderr)
         t = time.monotonic()
-        for ref in (f"{v1}#app", f"{v2}#app", f"{v1}#quarter"):
+        for ref in (f"{v1}#{target}", f"{v2}#{target}", f"{v1}#quarter"):
             nix("build", "--no-link", ref)
-        paths = closure(f"{v1}#app")
-        made = sorted({p["path"] for r in ("app", "quarter") for p in closure(f"{v1}#{r}")})
-        made += [p["path"] for p in closure(f"{v2}#app") if p["path"] not in made]
+        paths = closure(f"{v1}#{target}")
+        made = sorted({p["path"] for r in (target, "quarter") for p in closure(f"{v1}#{r}")})
+        made += [p["path"] for p in closure(f"{v2}#{target}") if p["path"] not in made]
         total = sum(p["narSize"] for p in paths)
+        largest = max(p["narSize"] for p in paths)
         print(
             f"built in {time.monotonic() - t:.0f} s: {len(paths)} paths, {total / 2**30:.2f} GiB",
             file=sys.stderr,
         )
-        store_paths = [p["path"] for p in paths]
-        (work / "paths.json").write_text(json.dumps(store_paths))
+        (work / "paths.json").write_text(json.dumps([p["path"] for p in paths]))
 
         py = sys.executable
-        dynix = [py, "-m", "dynix", "image", "build"]
         rows: list[tuple[str, float, int]] = []
+
+        def on(n: int) -> list[str]:
+            return ["taskset", "-c", ",".join(str(c) for c in range(n))]
 
         def measure(label: str, make_argv, before=None, runs: int = args.runs) -> float:
             walls, peaks = [], []
@@ -186,96 +211,98 @@ def main() -> None:
             rows.append((label, statistics.median(walls), max(peaks)))
             return statistics.median(walls)
 
-        def fresh(name: str):
-            def reset(i: int) -> None:
-                shutil.rmtree(work / name, ignore_errors=True)
-                shutil.rmtree(work / f"{name}-cache", ignore_errors=True)
-                shutil.rmtree(work / f"{name}-out", ignore_errors=True)
+        def reset(name: str) -> None:
+            for suffix in ("", "-cache", "-out"):
+                shutil.rmtree(work / f"{name}{suffix}", ignore_errors=True)
 
-            return reset
-
-        def cache_env(name: str) -> dict[str, str]:
-            return {"XDG_CACHE_HOME": str(work / f"{name}-cache")}
+        def image(n: int, flake: str, compression: str, name: str) -> tuple[list[str], dict]:
+            argv = [*on(n), py, "-m", "dynix", "image", "build", f"{flake}#{target}"]
+            argv += ["--compress", compression, "-o", f"oci:{work}/{name}-out"]
+            return argv, {"XDG_CACHE_HOME": str(work / f"{name}-cache")}
 
         limit = measure(
-            "limit: read + sha256",
-            lambda i: ([py, str(HERE / "read_sha256.py"), str(work / "paths.json")],),
-        )
-        none = measure(
-            "dynix, uncompressed",
-            lambda i: (
-                dynix + [f"{v1}#app", "--compress", "none", "-o", f"oci:{work}/none-out"],
-                cache_env("none"),
-            ),
-            before=fresh("none"),
-        )
-        twice = measure(
-            "tar every layer twice",
-            lambda i: (
-                [py, str(HERE / "tar_twice.py"), str(work / "paths.json"), str(work / "twice-out")],
-            ),
-            before=fresh("twice"),
-        )
-        gzip_full = measure(
-            "dynix, gzip (default)",
-            lambda i: (dynix + [f"{v1}#app", "-o", f"oci:{work}/gzip-out"], cache_env("gzip")),
-            before=fresh("gzip"),
-            runs=1,
-        )
-        gzip_rebuild = measure(
-            "rebuild after one change, gzip",
-            lambda i: (dynix + [f"{v2}#app", "-o", f"oci:{work}/gzip-out2"], cache_env("gzip")),
-            runs=1,
-        )
-
-        def warm(i: int) -> None:
-            shutil.rmtree(work / "warm-cache", ignore_errors=True)
-            shutil.rmtree(work / "warm-out", ignore_errors=True)
-            run_measured(
-                dynix + [f"{v1}#app", "--compress", "none", "-o", f"oci:{work}/warm-out"],
-                cache_env("warm"),
-            )
-            shutil.rmtree(work / "warm-out")
-
-        rebuild = measure(
-            "rebuild after one change",
-            lambda i: (
-                dynix + [f"{v2}#app", "--compress", "none", "-o", f"oci:{work}/warm-out"],
-                cache_env("warm"),
-            ),
-            before=warm,
+            "limit: read + sha256 (1 core)",
+            lambda i: ([*on(1), py, str(HERE / "read_sha256.py"), str(work / "paths.json")],),
         )
         measure(
-            "dynix, uncompressed, 1/4 closure",
+            "tar every layer twice, uncompressed (1 core)",
             lambda i: (
-                dynix + [f"{v1}#quarter", "--compress", "none", "-o", f"oci:{work}/q-out"],
-                cache_env("q"),
+                [
+                    *on(1),
+                    py,
+                    str(HERE / "tar_twice.py"),
+                    str(work / "paths.json"),
+                    str(work / "twice-out"),
+                ],
             ),
-            before=fresh("q"),
+            before=lambda i: shutil.rmtree(work / "twice-out", ignore_errors=True),
+        )
+        full: dict[tuple[str, int], float] = {}
+        again: dict[tuple[str, int], float] = {}
+        for compression in ("none", "gzip", "zstd"):
+            for n in cores:
+                name = f"{compression}{n}"
+                full[compression, n] = measure(
+                    f"dynix {compression}, {n} core(s), empty cache",
+                    lambda i, n=n, c=compression, m=name: image(n, v1, c, m),
+                    before=lambda i, m=name: reset(m),
+                )
+                shutil.rmtree(work / f"{name}-out")
+                again[compression, n] = measure(
+                    f"rebuild after one change, {compression}, {n} core(s)",
+                    lambda i, n=n, c=compression, m=name: image(n, v2, c, m),
+                    before=lambda i, m=name: shutil.rmtree(work / f"{m}-out", ignore_errors=True),
+                )
+        measure(
+            "dynix gzip, 1/4 closure, 2 cores",
+            lambda i: (
+                [
+                    *on(2),
+                    py,
+                    "-m",
+                    "dynix",
+                    "image",
+                    "build",
+                    f"{v1}#quarter",
+                    "-o",
+                    f"oci:{work}/q-out",
+                ],
+                {"XDG_CACHE_HOME": str(work / "q-cache")},
+            ),
+            before=lambda i: reset("q"),
             runs=1,
         )
 
         quarter_total = sum(p["narSize"] for p in closure(f"{v1}#quarter"))
         print()
         print(
-            f"closure: {len(paths)} store paths, {total / 2**30:.2f} GiB "
-            f"(1/4 closure: {quarter_total / 2**30:.2f} GiB); "
-            f"{os.cpu_count()} cores; median of {args.runs} runs where repeated"
+            f"closure '{target}': {len(paths)} store paths, {total / 2**30:.2f} GiB, largest path "
+            f"{largest / total:.0%} of it (1/4 closure: {quarter_total / 2**30:.2f} GiB); "
+            f"{os.cpu_count()} cores; median of {args.runs} runs"
         )
         print()
-        print("| what | wall s | GiB/s | peak RSS MiB |")
-        print("|---|---:|---:|---:|")
+        print("| what | wall s | ÷ limit | GiB/s | peak RSS MiB |")
+        print("|---|---:|---:|---:|---:|")
         for label, wall, peak in rows:
             size = quarter_total if "1/4" in label else total
             rate = f"{size / 2**30 / wall:.2f}" if "rebuild" not in label else "-"
-            print(f"| {label} | {wall:.2f} | {rate} | {peak} |")
+            print(f"| {label} | {wall:.2f} | {wall / limit:.2f} | {rate} | {peak} |")
         print()
-        print(f"dynix uncompressed / limit: {none / limit:.2f}x (goal <= 1.5x)")
-        print(f"tar twice / dynix uncompressed: {twice / none:.2f}x")
-        print(
-            f"full / rebuild after one change: {none / rebuild:.1f}x uncompressed, "
-            f"{gzip_full / gzip_rebuild:.1f}x gzip (goal >= 10x)"
-        )
+        goals = {"none": 1.3, "gzip": 4.0, "zstd": 1.5}
+        for compression, goal in goals.items():
+            for n in cores:
+                ratio = full[compression, n] / limit
+                speedup = full[compression, n] / again[compression, n]
+                print(
+                    f"{compression}, {n} core(s): {ratio:.2f}x the limit (goal <= {goal}x), "
+                    f"rebuild {speedup:.1f}x faster (goal >= 10x)"
+                )
+            if len(cores) > 1:
+                lo, hi = cores[0], cores[-1]
+                print(
+                    f"{compression}: {lo} -> {hi} cores: "
+                    f"{full[compression, lo] / full[compression, hi]:.2f}x faster"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if made and not args.keep:

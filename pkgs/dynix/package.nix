@@ -35,6 +35,9 @@ python3Packages.buildPythonApplication {
   dependencies = with python3Packages; [
     click
     tomlkit
+    # the layer compressors: their versions are part of an image's bytes
+    isal
+    zstandard
   ];
 
   # The pins and patches this dynix was built with, for use outside a checkout.

@@ -64,7 +64,7 @@ def test_a_signal_while_layers_are_written_leaves_nothing(
     flake, cache_env, tmp_path, sig, to_group
 ):
     flake.build("big")
-    args = ["image", "build", flake.ref("big"), "--compress", "gzip", "--level", "9"]
+    args = ["image", "build", flake.ref("big"), "--compress", "zstd", "--level", "19"]
     proc = _start([*args, "-o", f"oci:{tmp_path / 'img'}"], cache_env)
     _wait_for(proc, "to write")
     time.sleep(0.3)
@@ -77,7 +77,7 @@ def test_a_signal_while_layers_are_written_leaves_nothing(
 
 def test_sigkill_leaves_what_the_next_build_removes(flake, cache_env, tmp_path):
     flake.build("big")
-    args = ["image", "build", flake.ref("big"), "--compress", "gzip", "--level", "9"]
+    args = ["image", "build", flake.ref("big"), "--compress", "zstd", "--level", "19"]
     proc = _start([*args, "-o", f"oci:{tmp_path / 'img'}"], cache_env)
     _wait_for(proc, "to write")
     time.sleep(0.3)

@@ -87,7 +87,7 @@ def image() -> None:
     type=click.Choice(layers.COMPRESSIONS),
     help="Layer compression (default: gzip for oci, none for docker-archive).",
 )
-@click.option("--level", type=int, help="Compression level (gzip 1-9, zstd 1-19).")
+@click.option("--level", type=int, help="Compression level (gzip 0-3, ISA-L's; zstd 1-22).")
 @click.option(
     "--store", metavar="DIR", help="Read from (and build into) the Nix store rooted at DIR."
 )

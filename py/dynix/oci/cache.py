@@ -29,7 +29,7 @@ from typing import BinaryIO
 from .. import log
 from ..errors import DynixError
 from ..files import pid_alive, try_lock
-from . import spec
+from . import compress, spec
 from .layers import Blob
 
 VERSION = 1
@@ -44,7 +44,8 @@ def default_root() -> Path:
 
 def layer_key(paths: Sequence[tuple[str, str]], compression: str, level: int) -> str:
     """The cache key of a layer: its (store path, NAR hash) pairs and how it is compressed."""
-    text = json.dumps([VERSION, compression, level, sorted(paths)], separators=(",", ":"))
+    how = [compression, compress.identity(compression), level]
+    text = json.dumps([VERSION, *how, sorted(paths)], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -19,20 +19,19 @@ import os
 import stat
 import tarfile
 import threading
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import DynixError
-from . import spec
+from . import compress, spec
 
 MTIME = 1
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 CHUNK = 1 << 20
 COMPRESSIONS = ("gzip", "zstd", "none")
-DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "none": 0}
+DEFAULT_LEVELS = {"gzip": 2, "zstd": 3, "none": 0}
 _PARENT_MODE = 0o755
 
 
@@ -58,22 +57,7 @@ class Blob:
         }
 
 
-def _compressor(compression: str, level: int):
-    if compression == "gzip":
-        # wbits 31: a gzip member whose header has mtime 0 and no file name.
-        return zlib.compressobj(level, zlib.DEFLATED, 31)
-    if compression == "zstd":
-        try:
-            import zstandard
-        except ImportError as exc:
-            raise DynixError(
-                "--compress zstd needs the Python package zstandard (pip install zstandard)"
-            ) from exc
-        return zstandard.ZstdCompressor(level=level, threads=0).compressobj()
-    return None
-
-
-LEVELS = {"gzip": range(1, 10), "zstd": range(1, 23), "none": range(0, 1)}
+LEVELS = {"gzip": compress.GZIP_LEVELS, "zstd": compress.ZSTD_LEVELS, "none": range(0, 1)}
 
 
 def check_compression(compression: str, level: int | None = None) -> None:
@@ -85,7 +69,7 @@ def check_compression(compression: str, level: int | None = None) -> None:
         if compression == "none":
             raise DynixError("--level goes with --compress gzip or zstd")
         raise DynixError(f"{compression} levels go from {levels[0]} to {levels[-1]}, not {level}")
-    _compressor(compression, levels[-1])
+    compress.compressor(compression, levels[-1], 1)
 
 
 class HashingSink:
@@ -99,6 +83,7 @@ class HashingSink:
         *,
         stop: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
+        threads: int | None = None,
     ) -> None:
         self.out = out
         self.compression = compression
@@ -106,7 +91,7 @@ class HashingSink:
         self.blob_hash = hashlib.sha256() if compression != "none" else self.tar_hash
         self.tar_size = 0
         self.blob_size = 0
-        self._z = _compressor(compression, level)
+        self._z = compress.compressor(compression, level, threads)
         self._stop = stop
         self._progress = progress
 
@@ -128,6 +113,11 @@ class HashingSink:
             self.blob_hash.update(data)
             self.out.write(data)
             self.blob_size += len(data)
+
+    def close(self) -> None:
+        """Stop the compressor's threads (after a failure; `finish` does it otherwise)."""
+        if self._z is not None:
+            self._z.close()
 
     def finish(self) -> Blob:
         if self._z is not None:
@@ -259,14 +249,17 @@ def write_layer(store_paths: Iterable[str], sink: HashingSink, *, root: str = ""
     names inside the layer are always `nix/store/…`.
     """
     writer = _TarWriter(sink)
-    writer.directory("nix", _PARENT_MODE)
-    writer.directory("nix/store", _PARENT_MODE)
-    for path in sorted(set(store_paths)):
-        if not path.startswith("/nix/store/") or "/" in path[len("/nix/store/") :]:
-            raise DynixError(f"not a store path: {path}")
-        _walk(writer, root + path, path.lstrip("/"))
-    writer.close()
-    return sink.finish()
+    try:
+        writer.directory("nix", _PARENT_MODE)
+        writer.directory("nix/store", _PARENT_MODE)
+        for path in sorted(set(store_paths)):
+            if not path.startswith("/nix/store/") or "/" in path[len("/nix/store/") :]:
+                raise DynixError(f"not a store path: {path}")
+            _walk(writer, root + path, path.lstrip("/"))
+        writer.close()
+        return sink.finish()
+    finally:
+        sink.close()
 
 
 def layer_bytes(store_paths: Iterable[str], compression: str = "none", *, root: str = "") -> bytes:
