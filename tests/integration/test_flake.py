@@ -80,6 +80,7 @@ def test_flake_patch_series(flake):
         "0002-use-existing-torch",
         "0003-platforms-look-up-vllm-distribution",
         "0004-pynvml-find-the-nixos-driver-link",
+        "0005-setup-pass-nix-cmake-flags",
     ]
 
 

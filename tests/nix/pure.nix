@@ -95,6 +95,7 @@ let
         "0002-use-existing-torch"
         "0003-platforms-look-up-vllm-distribution"
         "0004-pynvml-find-the-nixos-driver-link"
+        "0005-setup-pass-nix-cmake-flags"
       ];
     };
     dynamoSeries = {
