@@ -3,16 +3,19 @@
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
 
-  # Binary caches that carry nixpkgs' CUDA builds (PyTorch, NCCL, cuDNN, ...). Nix asks before
-  # using them unless the user trusts them (see README, "Binary caches").
+  # Binary caches of nixpkgs' CUDA builds in nixpkgs' default CUDA configuration (PyTorch,
+  # triton, NCCL, cuDNN, ...), which the scope uses for everything but our own packages:
+  # nix-community's is filled from nixpkgs' release-cuda.nix; cuda-maintainers' is the CUDA
+  # team's older one. Nix asks before using them unless the user trusts them (see README,
+  # "CUDA, unfree licences and binary caches").
   nixConfig = {
     extra-substituters = [
-      "https://cuda-maintainers.cachix.org"
       "https://nix-community.cachix.org"
+      "https://cuda-maintainers.cachix.org"
     ];
     extra-trusted-public-keys = [
-      "cuda-maintainers.cachix.org-1:0dq3bujKpuEPMCX6U4WylrUDZ9JyUG0VpVZa7CNfq5E="
       "nix-community.cachix.org-1:mB9FSh9qf2dCimDSUo8Zy7bkq5CX+/rkCWyvRCYg3Fs="
+      "cuda-maintainers.cachix.org-1:0dq3bujKpuEPMCX6U4WylrUDZ9JyUG0VpVZa7CNfq5E="
     ];
   };
 

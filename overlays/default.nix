@@ -69,21 +69,38 @@ in
     # The patch series of a package (patches/<pkg>/series), pins fetched.
     patchesFor = stack.patches.resolve self.fetchPin;
 
-    # nixpkgs' own setting when the user made one (newer nixpkgs declares it with default [ ]).
+    # The CUDA capabilities the stack serves: nixpkgs' own setting when the user made one (newer
+    # nixpkgs declares it with default [ ]), else H100 and GB200 (pkgs/stack.nix). vLLM's kernels
+    # are built for exactly these; PyTorch and the rest of CUDA nixpkgs are not rebuilt for them.
     cudaCapabilities =
       let
         configured = final.config.cudaCapabilities or [ ];
       in
       if configured != [ ] then configured else stack.cuda.capabilities;
 
+    # nixpkgs with CUDA in its default configuration (no cudaCapabilities): what the CUDA binary
+    # caches build (pkgs/top-level/release-cuda.nix: cudaSupport and an unfree predicate, nothing
+    # else), so PyTorch, triton, magma, NCCL, UCX, OpenCV ... substitute instead of compiling.
+    # The unfree predicate decides what may be built, not how: it changes no derivation.
     pkgsCuda = import final.path {
       inherit system;
       overlays = [ ];
       config = {
         cudaSupport = true;
-        inherit (self) cudaCapabilities;
         allowUnfreePredicate = self.isCudaRedistributable;
       };
+    };
+
+    # Whether PyTorch is rebuilt for cudaCapabilities: "if-needed" (only when the cached PyTorch
+    # lacks one of them), "never" (then evaluation stops, saying which), or "always".
+    torchRebuild = "if-needed";
+
+    # The cached PyTorch's capabilities (torch.cudaCapabilities: what nixpkgs kept of its default
+    # list) against the ones the stack serves; see pkgs/cuda-capabilities.nix.
+    torchPlan = stack.capabilities.torchPlan {
+      requested = self.cudaCapabilities;
+      torchBuilds = self.pkgsCuda.python312Packages.torch.cudaCapabilities;
+      rebuild = self.torchRebuild;
     };
 
     # NVIDIA's CUDA, cuDNN, NCCL, ... are unfree; nothing else is allowed to be.
@@ -105,7 +122,16 @@ in
     # One Python for the whole stack: the CUDA package set, with our packages added to it.
     python3 = self.pkgsCuda.python312.override {
       self = self.python3;
-      packageOverrides = pyFinal: _pyPrev: {
+      packageOverrides = pyFinal: pyPrev: {
+        # The cached PyTorch, or, where it has no kernels for a capability the stack serves,
+        # PyTorch built for exactly those (torch's gpuTargets bypasses its own list).
+        torch =
+          if self.torchPlan.rebuild then
+            lib.warn
+              "dynix: building PyTorch for CUDA capabilities ${lib.concatStringsSep ", " self.cudaCapabilities} (the cached one lacks ${lib.concatStringsSep ", " self.torchPlan.missing}); this is not in any binary cache and takes hours"
+              (pyPrev.torch.override { gpuTargets = self.cudaCapabilities; })
+          else
+            pyPrev.torch;
         # Replaces nixpkgs' (older, marked broken there): Dynamo's SDK needs 1.4.8.
         bentoml = pyFinal.callPackage ../pkgs/bentoml/package.nix {
           inherit (self) fetchPin pins;
@@ -122,8 +148,12 @@ in
           inherit (self) fetchPin patchesFor pins dynamo-runtime;
         };
         vllm = pyFinal.callPackage ../pkgs/vllm/package.nix {
-          inherit (self) fetchPin patchesFor pins cudaCapabilities;
+          inherit (self) fetchPin patchesFor pins;
+          inherit (stack) capabilities;
           inherit (self.pkgsCuda) cudaPackages;
+          # Forces the plan: where PyTorch would lack a capability and may not be rebuilt,
+          # evaluating vLLM stops with the reason.
+          cudaCapabilities = builtins.seq self.torchPlan self.cudaCapabilities;
         };
       };
     };

@@ -11,6 +11,9 @@ in
 {
   inherit pins patches;
 
+  # The capability checks and formats (pkgs/cuda-capabilities.nix).
+  capabilities = import ./cuda-capabilities.nix { };
+
   systems = [
     "aarch64-linux"
     "x86_64-linux"
@@ -34,7 +37,8 @@ in
   cuda = {
     # nixos-25.05's default cudaPackages (12.8): the first with Blackwell kernels.
     version = "12.8";
-    # H100 (9.0) and GB200/B200 (10.0). Override with nixpkgs' `config.cudaCapabilities` or
+    # H100 (9.0) and GB200/B200 (10.0): what vLLM's kernels are built for. Override with
+    # nixpkgs' `config.cudaCapabilities` or
     # `dynix-stack.overrideScope (final: prev: { cudaCapabilities = [ ... ]; })`.
     capabilities = [
       "9.0"

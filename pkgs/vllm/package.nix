@@ -10,6 +10,8 @@
   pins,
   cudaPackages,
   cudaCapabilities,
+  # pkgs/cuda-capabilities.nix
+  capabilities,
   symlinkJoin,
   autoAddDriverRunpath,
   # build
@@ -81,25 +83,28 @@ let
   cudaVersion = cudaPackages.cudaMajorMinorVersion or cudaPackages.cudaVersion;
   ncclLibrary = "${lib.getLib cudaPackages.nccl}/lib/libnccl.so";
 
-  # vLLM's CMake wants one CUDA root with nvcc and the libraries it links.
+  # The CUDA libraries vLLM's CMake (through torch's CMake config) looks for under one root.
+  mergedCudaLibraries = with cudaPackages; [
+    cuda_cudart
+    cuda_cccl
+    cuda_nvrtc
+    cuda_nvtx
+    libcublas
+    libcurand
+    libcusolver
+    libcusparse
+  ];
+  # One CUDA tree: nvcc (CMAKE_CUDA_COMPILER is CUDA_HOME/bin/nvcc) and the libraries above,
+  # each with its binaries, libraries and headers.
   cudaRoot = symlinkJoin {
     name = "cuda-root-${cudaVersion}";
     paths = lib.concatMap (p: [
       (lib.getBin p)
       (lib.getLib p)
       (lib.getDev p)
-    ]) (with cudaPackages; [
-      cuda_nvcc
-      cuda_cudart
-      cuda_cccl
-      cuda_nvrtc
-      cuda_nvtx
-      libcublas
-      libcurand
-      libcusolver
-      libcusparse
-    ]);
+    ]) ([ cudaPackages.cuda_nvcc ] ++ mergedCudaLibraries);
   };
+  archList = capabilities.torchArchList cudaCapabilities;
 in
 buildPythonPackage {
   pname = "vllm";
@@ -132,21 +137,30 @@ buildPythonPackage {
     cudaPackages.cuda_nvcc
     autoAddDriverRunpath
   ];
-  buildInputs = with cudaPackages; [
-    cuda_cudart
-    cuda_cccl
-    libcublas
-    libcusolver
-    libcusparse
-    nccl
-    cudnn
-  ];
+  buildInputs =
+    mergedCudaLibraries
+    ++ (with cudaPackages; [
+      nccl
+      cudnn
+      libcufile
+    ]);
   dontUseCmakeConfigure = true;
+  # Passed to CMake by setup.py (patch 0005), after vLLM's own arguments. vLLM's kernels are
+  # built for cudaCapabilities, whatever PyTorch itself was built for.
+  cmakeFlags = [
+    (lib.cmakeFeature "CUDA_TOOLKIT_ROOT_DIR" "${cudaRoot}")
+    (lib.cmakeFeature "TORCH_CUDA_ARCH_LIST" archList)
+    (lib.cmakeFeature "CUTLASS_NVCC_ARCHS_ENABLED" (capabilities.cmakeArchitectures cudaCapabilities))
+    (lib.cmakeFeature "CAFFE2_USE_CUDNN" "ON")
+    (lib.cmakeFeature "CAFFE2_USE_CUFILE" "ON")
+    (lib.cmakeFeature "CUTLASS_ENABLE_CUBLAS" "ON")
+  ];
 
   env = {
     VLLM_TARGET_DEVICE = "cuda";
     CUDA_HOME = "${cudaRoot}";
-    TORCH_CUDA_ARCH_LIST = lib.concatStringsSep ";" cudaCapabilities;
+    # Also read from the environment by torch's CMake config and by torch.utils.cpp_extension.
+    TORCH_CUDA_ARCH_LIST = archList;
     # Nothing is cloned at build time: CMake takes these trees.
     VLLM_CUTLASS_SRC_DIR = "${sources.cutlass}";
     VLLM_FLASH_ATTN_SRC_DIR = "${sources.flash-attn}";

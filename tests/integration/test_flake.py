@@ -80,6 +80,7 @@ def test_flake_patch_series(flake):
         "0002-use-existing-torch",
         "0003-platforms-look-up-vllm-distribution",
         "0004-pynvml-find-the-nixos-driver-link",
+        "0005-setup-pass-nix-cmake-flags",
     ]
 
 
@@ -105,3 +106,12 @@ def test_package_recipes_take_their_sources_from_pins():
                 continue
             assert fetcher not in text, f"{recipe.relative_to(REPO)} calls {fetcher}"
         assert "sha256-" not in text, f"{recipe.relative_to(REPO)} carries a hash of its own"
+
+
+def test_every_offered_binary_cache_comes_with_its_own_key():
+    proc = nix("eval", "--json", "--impure", "--expr", f"(import {REPO}/flake.nix).nixConfig")
+    config = json.loads(proc.stdout)
+    hosts = [url.removeprefix("https://") for url in config["extra-substituters"]]
+    key_names = [key.split(":")[0] for key in config["extra-trusted-public-keys"]]
+    assert hosts[0] == "nix-community.cachix.org"
+    assert key_names == [f"{host}-1" for host in hosts]

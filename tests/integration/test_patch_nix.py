@@ -18,6 +18,7 @@ EXPECTED = {
         "0002-use-existing-torch",
         "0003-platforms-look-up-vllm-distribution",
         "0004-pynvml-find-the-nixos-driver-link",
+        "0005-setup-pass-nix-cmake-flags",
     ],
     "dynamo": ["0001-pyproject-unpin-pytest"],
     "nixl": [],

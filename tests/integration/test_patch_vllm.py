@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PINS, one_line_error, tree_digest
+from conftest import PATCHES, PINS, REPO, one_line_error, tree_digest
+from dynix.patches import read_series
 
 pytestmark = pytest.mark.network
 
@@ -93,6 +94,17 @@ def test_the_stand_in_makes_dynamos_change(vllm_sdist, tmp_path):
     assert git_blob(tree / PLATFORMS).startswith("08dbc0e78")  # and its "after"
 
 
+def assert_setup_passes_cmake_flags(tree: Path) -> None:
+    """setup.py hands the derivation's cmakeFlags to cmake, after its own arguments."""
+    setup_py = (tree / "setup.py").read_text()
+    start, end = setup_py.index("    def configure("), setup_py.index("    def build_extensions(")
+    configure = setup_py[start:end]
+    ours = configure.index('cmake_args += os.environ.get("cmakeFlags", "").split()')
+    assert configure.index("-DCMAKE_CUDA_COMPILER=") < ours
+    assert ours < configure.index("subprocess.check_call(")
+    assert 'json.load(f).get("cmakeFlags", [])' in configure
+
+
 def test_series_applies_to_the_sdist(dynix, setup):
     tree, args, env, _ = setup
     proc = dynix("patch", "vllm", tree, *args, "--json", env=env)
@@ -104,9 +116,11 @@ def test_series_applies_to_the_sdist(dynix, setup):
         "0002-use-existing-torch",
         "0003-platforms-look-up-vllm-distribution",
         "0004-pynvml-find-the-nixos-driver-link",
+        "0005-setup-pass-nix-cmake-flags",
     ]
     pynvml = (tree / "vllm/third_party/pynvml.py").read_text()
     assert 'nvmlLib = CDLL("/run/opengl-driver/lib/libnvidia-ml.so.1")' in pynvml
+    assert_setup_passes_cmake_flags(tree)
 
     cuda = (tree / "requirements/cuda.txt").read_text().splitlines()
     assert "numba" in cuda
@@ -152,7 +166,7 @@ def test_dynamos_patch_applied_by_hand_is_recognised(dynix, setup):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [p["name"] for p in result["alreadyApplied"]] == ["dynamo-vllm-patch"]
-    assert len(result["applied"]) == 4
+    assert len(result["applied"]) == 5
     assert git_blob(tree / PLATFORMS).startswith("8d48d488d")
 
 
@@ -175,3 +189,53 @@ def test_without_the_pinned_dynamo_patch_hash_the_stand_in_is_refused(dynix, set
     assert f"{stand_in} has hash {sri(stand_in)}, but pin dynamo-vllm-patch is" in (
         one_line_error(proc)
     )
+
+
+# Dynamo's real patch, where this checkout sits beside the project's shared upstream files.
+REAL_DYNAMO_PATCH = (
+    REPO.parent
+    / "shared"
+    / "upstream"
+    / "dynamo-v0.2.0"
+    / "vllm_v0.8.4-dynamo-kv-disagg-patch.patch"
+)
+
+
+def test_series_with_dynamos_real_patch_applies_with_no_fuzz(tmp_path, vllm_sdist):
+    """The whole series, Dynamo's real patch first, applied to the real sdist with
+    `patch --fuzz=0` as the derivation does; then what the fixes promise."""
+    if not REAL_DYNAMO_PATCH.is_file():
+        pytest.skip(f"Dynamo's vLLM patch is not at {REAL_DYNAMO_PATCH} (only beside the project)")
+    assert sri(REAL_DYNAMO_PATCH) == pinned_hash("dynamo-vllm-patch")
+    tree = tmp_path / "vllm-0.8.4"
+    shutil.copytree(vllm_sdist, tree, symlinks=True)
+    files = [REAL_DYNAMO_PATCH] + [e.path for e in read_series(PATCHES, "vllm") if e.path]
+    assert len(files) == 6
+    for patch_file in files:
+        proc = subprocess.run(
+            ["patch", "-p1", "--fuzz=0", "--no-backup-if-mismatch", "-d", tree, "-i", patch_file],
+            text=True,
+            capture_output=True,
+        )
+        assert proc.returncode == 0, (patch_file.name, proc.stdout, proc.stderr)
+        # Applied exactly: no hunk needed an offset or fuzz.
+        assert "offset" not in proc.stdout and "fuzz" not in proc.stdout, proc.stdout
+
+    # Dynamo's own files are there ...
+    assert (tree / "vllm/remote_prefill.py").is_file()
+    assert (tree / "vllm/distributed/device_communicators/nixl.py").is_file()
+    # ... and the fixes did what they say.
+    platforms = (tree / PLATFORMS).read_text()
+    assert 'vllm_version = version("vllm")' in platforms
+    assert 'version("ai_dynamo_vllm")' not in platforms
+    cuda = (tree / "requirements/cuda.txt").read_text().splitlines()
+    assert "numba" in cuda
+    assert not [line for line in cuda if re.match(r"\s*numba\s*[=<>~!]", line)]
+    for name in CUDA_BUILD_FILES:
+        assert "torch" not in (tree / name).read_text().lower(), name
+    assert_setup_passes_cmake_flags(tree)
+
+
+def pinned_hash(name: str) -> str:
+    pin = re.search(rf'\[{re.escape(name)}\][^\[]*?hash = "([^"]+)"', PINS.read_text(), re.S)
+    return pin.group(1)

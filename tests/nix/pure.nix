@@ -8,6 +8,11 @@ let
   pinsFor = stack.pins.forSystem;
   names = pkg: map (e: if e ? pin then "pin:${e.pin}" else e.name) (stack.patches.series pkg);
   project = (builtins.fromTOML (builtins.readFile ../../pyproject.toml)).project;
+  caps = stack.capabilities;
+  # torch.cudaCapabilities: nixpkgs' default list for CUDA 12.8 (cuda-modules/gpus.nix: 6.0 6.1
+  # 7.0 7.5 8.0 8.6 8.9 9.0 9.0a 10.0 12.0) intersected with torch's own list.
+  torch26Builds = [ "6.0" "7.0" "7.5" "8.0" "8.6" "9.0" ];
+  torch27Builds = [ "7.5" "8.0" "8.6" "9.0" "10.0" "12.0" ];
 
   tests = {
     systems = {
@@ -95,6 +100,7 @@ let
         "0002-use-existing-torch"
         "0003-platforms-look-up-vllm-distribution"
         "0004-pynvml-find-the-nixos-driver-link"
+        "0005-setup-pass-nix-cmake-flags"
       ];
     };
     dynamoSeries = {
@@ -145,6 +151,81 @@ let
         keys = 4;
         bindings = [ ];
       };
+    };
+    # nixpkgs' torch keeps only the capabilities of its own per-CUDA list: with torch 2.6's lists
+    # (release/2.6 build_cuda.sh: up to 9.0) GB200's 10.0 is lacking, with torch 2.7's "12.8" list
+    # (7.5 8.0 8.6 9.0 10.0 12.0) it is kept.
+    torchPlanLacking = {
+      expr = caps.torchPlan {
+        requested = stack.cuda.capabilities;
+        torchBuilds = torch26Builds;
+      };
+      expected = {
+        missing = [ "10.0" ];
+        rebuild = true;
+      };
+    };
+    torchPlanLackingNeverRebuilds = {
+      expr =
+        (builtins.tryEval (
+          caps.torchPlan {
+            requested = stack.cuda.capabilities;
+            torchBuilds = torch26Builds;
+            rebuild = "never";
+          }
+        )).success;
+      expected = false;
+    };
+    torchPlanCovered = {
+      expr = caps.torchPlan {
+        requested = stack.cuda.capabilities;
+        torchBuilds = torch27Builds;
+        rebuild = "never";
+      };
+      expected = {
+        missing = [ ];
+        rebuild = false;
+      };
+    };
+    torchPlanAlways = {
+      expr =
+        (caps.torchPlan {
+          requested = [ "9.0" ];
+          torchBuilds = torch27Builds;
+          rebuild = "always";
+        }).rebuild;
+      expected = true;
+    };
+    torchPlanPtxIsTheSameArchitecture = {
+      expr = caps.missing [ "10.0+PTX" "9.0" ] [ "9.0+PTX" "10.0" ];
+      expected = [ ];
+    };
+    torchPlanRefusesNonsense = {
+      expr = map (args: (builtins.tryEval (caps.torchPlan args)).success) [
+        {
+          requested = [ "9.0" ];
+          torchBuilds = torch27Builds;
+          rebuild = "sometimes";
+        }
+        {
+          requested = [ ];
+          torchBuilds = torch27Builds;
+        }
+      ];
+      expected = [
+        false
+        false
+      ];
+    };
+    capabilityFormats = {
+      expr = [
+        (caps.torchArchList stack.cuda.capabilities)
+        (caps.cmakeArchitectures stack.cuda.capabilities)
+      ];
+      expected = [
+        "9.0;10.0"
+        "90;100"
+      ];
     };
     seriesPinsExist = {
       expr = builtins.all (e: !(e ? pin) || stack.pins.pins ? ${e.pin}) (

@@ -23,6 +23,7 @@ def test_the_project_series():
         "0002-use-existing-torch.patch",
         "0003-platforms-look-up-vllm-distribution.patch",
         "0004-pynvml-find-the-nixos-driver-link.patch",
+        "0005-setup-pass-nix-cmake-flags.patch",
     ]
     assert labels("dynamo") == ["0001-pyproject-unpin-pytest.patch"]
     assert labels("nixl") == []
