@@ -42,6 +42,7 @@ def driver(dynix, env) -> dict:
 
 
 def test_doctor_reports_the_gpu_its_capability_and_the_driver_answering(dynix, tmp_path, env):
+    (tmp_path / "none.toml").touch()  # an empty config
     proc = dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env)
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     names = ("gpu", "gpu capability", "driver libraries", "driver folder", "nvml", "cuda driver")

@@ -196,6 +196,7 @@ def test_a_cache_folder_that_is_a_symlink_is_refused(dynix, tmp_path, env):
 
 
 def doctor_checks(dynix, tmp_path, env) -> dict[str, dict]:
+    (tmp_path / "none.toml").touch()  # an empty config
     proc = dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env)
     return {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
 
@@ -233,6 +234,7 @@ def test_doctor_fails_a_gpu_outside_the_built_capabilities_naming_the_override(
     env["DYNIX_DRIVER_ROOT"] = str(fakedriver.host(tmp_path))
     fakedriver.write_nvidia_smi(tmp_path / "bin", [H200, ("NVIDIA A100-SXM4-80GB", "81920 MiB",
                                                           fakedriver.VERSION, "8.0")])  # fmt: skip
+    (tmp_path / "none.toml").touch()  # an empty config
     proc = dynix("doctor", "--json", "--config", tmp_path / "none.toml", env=env)
     assert proc.returncode == 1
     check = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}["gpu capability"]

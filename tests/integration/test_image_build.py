@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from image_fixtures import *  # noqa: F403  (fixtures: flake, flake_v2, cache_env)
 from image_fixtures import layer_digests, leftovers, run_in, skopeo_json, unpack
 
+import conftest
 from conftest import REPO, nix
 
 
@@ -75,22 +80,40 @@ def test_same_input_gives_same_digest_and_reuses_cached_layers(dynix, flake, cac
 
 
 def test_separate_stores_give_identical_digests(dynix, flake, cache_env, tmp_path):
-    in_default = build(
-        dynix, flake.ref(), "--no-cache", "-o", f"oci:{tmp_path / 'a'}", env=cache_env
-    )
-    store = tmp_path / "chroot-store"
-    in_chroot = build(
-        dynix,
-        flake.ref(),
-        "--store",
-        str(store),
-        "--no-cache",
-        "-o",
-        f"oci:{tmp_path / 'b'}",
-        env=cache_env,
-    )
-    assert any((store / "nix" / "store").glob("*-app-2.0"))
-    assert in_chroot == in_default
+    runs = []
+    for name, store in (("a", []), ("b", ["--store", str(tmp_path / "chroot-store")])):
+        args = ["image", "build", flake.ref(), *store, "--no-cache", "-o", f"oci:{tmp_path / name}"]
+        proc = dynix(*args, env=cache_env)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(proc)
+    assert any((tmp_path / "chroot-store" / "nix" / "store").glob("*-app-2.0"))
+    assert runs[1].stdout == runs[0].stdout, (runs[0].stderr, runs[1].stderr)
+
+
+@pytest.mark.skipif(
+    not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs taskset and at least two cores to compare",
+)
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_digests_do_not_depend_on_the_cores_used(flake, cache_env, tmp_path, compression):
+    """Layers are compressed on as many threads as the process may use (taskset limits it):
+    one core and all of them give the same image."""
+    flake.build("big")
+    digests = []
+    for cpus in (str(min(os.sched_getaffinity(0))), ",".join(map(str, os.sched_getaffinity(0)))):
+        out = tmp_path / f"img-{len(digests)}"
+        argv = ["taskset", "-c", cpus, sys.executable, "-m", "dynix", "image", "build"]
+        argv += [flake.ref(), flake.ref("big"), "--compress", compression, "--no-cache"]
+        proc = subprocess.run(
+            [*argv, "-o", f"oci:{out}"],
+            env=conftest.test_env(cache_env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        digests.append(proc.stdout.strip())
+    assert digests[0] == digests[1]
 
 
 def test_changing_one_package_changes_only_its_layer(dynix, flake, flake_v2, cache_env, tmp_path):

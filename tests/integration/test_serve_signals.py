@@ -158,7 +158,10 @@ def test_two_serves_on_one_state_folder_one_runs(plane, tmp_path):
             assert "already running from" in (tmp_path / f"err-{round_}-{i}").read_text()
             winner = procs[1 - i]
             deadline = time.monotonic() + 60
-            while json.loads((state_dir / "state.json").read_text())["status"] != "ready":
+            state_file = state_dir / "state.json"  # the winner may not have written it yet
+            while (json.loads(state_file.read_text()) if state_file.exists() else {}).get(
+                "status"
+            ) != "ready":
                 assert winner.poll() is None and time.monotonic() < deadline
                 time.sleep(0.1)
             assert json.loads((state_dir / "state.json").read_text())["pid"] == winner.pid

@@ -117,10 +117,15 @@ def _flake_labels(req: Request) -> dict[str, str]:
         if nix.store_path_of(item, store_root=req.store or ""):
             continue
         ref = item.split("#", 1)[0] or "."
-        try:
-            return cfg.flake_labels(nix.flake_metadata(ref, store=req.store))
-        except DynixError as exc:
-            log.warn(f"flake revision not recorded: {exc}")
+        # The labels are part of the image's bytes: a passing failure (a busy Nix database
+        # under load) must not give another digest, so ask again before going without them.
+        for attempt in range(3):
+            try:
+                return cfg.flake_labels(nix.flake_metadata(ref, store=req.store))
+            except DynixError as exc:
+                problem = exc
+                time.sleep(0.2 * (attempt + 1))
+        log.warn(f"flake revision not recorded (the image digest differs without it): {problem}")
         break
     return {}
 
