@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from conftest import PATCHES, PINS, one_line_error, tree_digest
+from conftest import PATCHES, PINS, REPO, one_line_error, tree_digest
 from dynix.patches import Entry
 from dynix.patching import Patch, Plan, apply
 
 DYNAMO_PATCH = "0001-pyproject-unpin-pytest.patch"
+FRONTEND_PATCH = "0002-frontend-listen-on-configured-host.patch"
+DYNAMO_NAMES = ["0001-pyproject-unpin-pytest", "0002-frontend-listen-on-configured-host"]
+# Dynamo v0.2.0's examples/llm frontend, which the second patch changes (see ../shared/upstream).
+FRONTEND = REPO.parent / "shared/upstream/dynamo-v0.2.0/examples/llm/components/frontend.py"
 
 
 def sri(path: Path) -> str:
@@ -26,7 +30,10 @@ def dynamo_tree(root: Path, pytest_requirement: str = "pytest>=8.3.4") -> Path:
     """A stand-in for the Dynamo v0.2.0 source, which cannot be fetched here: its pyproject.toml
     has, at the same line numbers, the lines the patch touches and its context as they are at
     that release (the dependency list begins with pytest, bentoml, types-psutil, kubernetes; the
-    rest of the list is the ai-dynamo 0.2.0 wheel's Requires-Dist). Lines above are padding."""
+    rest of the list is the ai-dynamo 0.2.0 wheel's Requires-Dist). Lines above are padding.
+    Its examples/llm frontend is the real file, from ../shared/upstream."""
+    if not FRONTEND.is_file():
+        pytest.skip(f"needs Dynamo v0.2.0's frontend.py at {FRONTEND} (../shared is absent)")
     lines = [f"# line {n}" for n in range(1, 16)] + [
         "[project]",
         'name = "ai-dynamo"',
@@ -55,6 +62,9 @@ def dynamo_tree(root: Path, pytest_requirement: str = "pytest>=8.3.4") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
     (root / "README.md").write_text("Dynamo\n")
+    components = root / "examples" / "llm" / "components"
+    components.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FRONTEND, components / "frontend.py")
     return root
 
 
@@ -66,12 +76,15 @@ def test_dynamo_series_unpins_pytest(dynix, tmp_path):
     tree = dynamo_tree(tmp_path / "dynamo")
     proc = dynix("patch", "dynamo", tree)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"applied {DYNAMO_PATCH}\n"
+    assert proc.stdout == f"applied {DYNAMO_PATCH}\napplied {FRONTEND_PATCH}\n"
     deps = dependencies(tree)
     assert deps[0] == "pytest"
     assert deps[1:4] == ["bentoml==1.4.8", "types-psutil==7.0.0.20250218", "kubernetes==32.0.1"]
     assert not any(d.startswith("pytest>") for d in deps)
-    assert sorted(p.name for p in tree.iterdir()) == ["README.md", "pyproject.toml"]
+    assert sorted(p.name for p in tree.iterdir()) == ["README.md", "examples", "pyproject.toml"]
+    frontend = (tree / "examples/llm/components/frontend.py").read_text()
+    assert '    host: str = "0.0.0.0"\n' in frontend
+    assert '"--host",\n                self.frontend_config.host,' in frontend
 
 
 def test_an_already_patched_tree_is_reported_and_left_alone(dynix, tmp_path):
@@ -82,9 +95,9 @@ def test_an_already_patched_tree_is_reported_and_left_alone(dynix, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "already-applied"
-    assert [p["name"] for p in result["alreadyApplied"]] == ["0001-pyproject-unpin-pytest"]
+    assert [p["name"] for p in result["alreadyApplied"]] == DYNAMO_NAMES
     assert result["applied"] == []
-    assert f"already has {DYNAMO_PATCH}: nothing to do" in proc.stderr
+    assert "nothing to do" in proc.stderr
     assert tree_digest(tree) == before
 
 
@@ -107,11 +120,11 @@ def test_dry_run_changes_nothing(dynix, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert (result["status"], result["dryRun"]) == ("would-apply", True)
-    assert [p["name"] for p in result["pending"]] == ["0001-pyproject-unpin-pytest"]
-    assert result["files"] == ["pyproject.toml"]
+    assert [p["name"] for p in result["pending"]] == DYNAMO_NAMES
+    assert result["files"] == ["pyproject.toml", "examples/llm/components/frontend.py"]
     assert tree_digest(tree) == before
     proc = dynix("patch", "dynamo", tree, "--dry-run")
-    assert proc.stdout == f"would apply {DYNAMO_PATCH}\n"
+    assert proc.stdout == f"would apply {DYNAMO_PATCH}\nwould apply {FRONTEND_PATCH}\n"
 
 
 def test_nixl_has_nothing_to_apply(dynix, tmp_path):
@@ -342,8 +355,9 @@ def test_an_installed_dynix_uses_the_pins_and_patches_it_carries(dynix, tmp_path
     tree = dynamo_tree(tmp_path / "dynamo")
     proc = dynix("patch", "dynamo", tree, "--json", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    [applied] = json.loads(proc.stdout)["applied"]
-    assert applied["file"] == str(data / "patches" / "dynamo" / DYNAMO_PATCH)
+    applied = json.loads(proc.stdout)["applied"]
+    folder = data / "patches" / "dynamo"
+    assert [a["file"] for a in applied] == [str(folder / p) for p in (DYNAMO_PATCH, FRONTEND_PATCH)]
 
     wrong = tmp_path / "wrong.patch"
     wrong.write_text("not Dynamo's patch\n")

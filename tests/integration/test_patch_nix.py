@@ -20,7 +20,7 @@ EXPECTED = {
         "0004-pynvml-find-the-nixos-driver-link",
         "0005-setup-pass-nix-cmake-flags",
     ],
-    "dynamo": ["0001-pyproject-unpin-pytest"],
+    "dynamo": ["0001-pyproject-unpin-pytest", "0002-frontend-listen-on-configured-host"],
     "nixl": [],
 }
 
@@ -78,8 +78,9 @@ def test_resolve_puts_fetched_pins_in_place():
 def test_file_entries_are_paths_that_nix_can_copy():
     proc = evaluate('map (e: builtins.readFile e.file) (p.series "dynamo")')
     assert proc.returncode == 0, proc.stderr
-    [text] = json.loads(proc.stdout)
-    assert text == (PATCHES / "dynamo" / "0001-pyproject-unpin-pytest.patch").read_text()
+    texts = json.loads(proc.stdout)
+    folder = PATCHES / "dynamo"
+    assert texts == [(folder / f"{name}.patch").read_text() for name in EXPECTED["dynamo"]]
 
 
 def test_missing_patch_file_is_a_clear_evaluation_error(tmp_path):

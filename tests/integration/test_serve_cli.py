@@ -19,7 +19,7 @@ import yaml
 from serve_stack import stack_ports, write_config
 
 import conftest
-from conftest import one_line_error
+from conftest import PATCHES, REPO, one_line_error
 
 # Dynamo v0.2.0, examples/llm/configs/disagg.yaml (without its Planner section).
 UPSTREAM_DISAGG = {
@@ -237,3 +237,32 @@ def test_init_set_on_a_malformed_config_names_its_line_and_leaves_it(dynix, tmp_
     proc = dynix("serve", "init", path, "--set", "serve.port=9000")
     assert one_line_error(proc).startswith(f"Error: {path}:1:")
     assert path.read_text() == "[serve\nport = 1\n"
+
+
+UPSTREAM_EXAMPLES = REPO.parent / "shared" / "upstream" / "dynamo-v0.2.0" / "examples" / "llm"
+
+
+@pytest.mark.skipif(
+    not UPSTREAM_EXAMPLES.is_dir(), reason=f"needs Dynamo v0.2.0's examples at {UPSTREAM_EXAMPLES}"
+)
+def test_the_vllm_frontend_binds_serve_host_once_dynamo_is_patched(dynix, tmp_path):
+    """Dynamo 0.2.0's own frontend listens on every interface; with our Dynamo series applied
+    (as the flake builds it), the vLLM graphs' frontend listens where serve.host says."""
+    examples = {}
+    for name in ("upstream", "patched"):
+        tree = tmp_path / name
+        shutil.copytree(UPSTREAM_EXAMPLES, tree / "examples" / "llm")
+        examples[name] = tree / "examples" / "llm"
+    patch = PATCHES / "dynamo" / "0002-frontend-listen-on-configured-host.patch"
+    subprocess.run(
+        ["patch", "-p1", "--fuzz=0", "-i", str(patch)], cwd=tmp_path / "patched", check=True
+    )
+    binds = {}
+    for name, folder in examples.items():
+        args = ["--graph", "agg", "--examples", folder, "--state-dir", tmp_path / name]
+        proc = dynix("serve", *args, "--dry-run")
+        assert proc.returncode == 0, proc.stderr
+        [ports] = [line for line in proc.stdout.splitlines() if line.startswith("ports: frontend")]
+        binds[name] = ports.split(",")[0].removeprefix("ports: frontend ")
+        assert rendered_yaml(proc.stdout)["Frontend"]["host"] == "127.0.0.1"
+    assert binds == {"upstream": "0.0.0.0:8000", "patched": "127.0.0.1:8000"}

@@ -105,7 +105,10 @@ let
     };
     dynamoSeries = {
       expr = names "dynamo";
-      expected = [ "0001-pyproject-unpin-pytest" ];
+      expected = [
+        "0001-pyproject-unpin-pytest"
+        "0002-frontend-listen-on-configured-host"
+      ];
     };
     # One pinned build hash per git repository and commit of Dynamo's (carried) Cargo.lock, named
     # by one of its crates, as importCargoLock's outputHashes wants; the bindings' lock has none.

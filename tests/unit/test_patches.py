@@ -25,7 +25,10 @@ def test_the_project_series():
         "0004-pynvml-find-the-nixos-driver-link.patch",
         "0005-setup-pass-nix-cmake-flags.patch",
     ]
-    assert labels("dynamo") == ["0001-pyproject-unpin-pytest.patch"]
+    assert labels("dynamo") == [
+        "0001-pyproject-unpin-pytest.patch",
+        "0002-frontend-listen-on-configured-host.patch",
+    ]
     assert labels("nixl") == []
     assert patches.packages(PATCHES) == ["dynamo", "nixl", "vllm"]
 

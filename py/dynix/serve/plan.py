@@ -237,10 +237,24 @@ def graph_env(config: StackConfig) -> dict[str, str]:
     }
 
 
-def frontend_bind(config: StackConfig) -> str:
-    """Where the frontend really listens: `serve.host` for the echo graph (dynix's own), every
-    interface for Dynamo 0.2.0's vLLM graphs (their frontend starts `http` without --host)."""
-    return config.host if config.graph == "echo" else "0.0.0.0"
+def frontend_takes_host(examples: Path | None) -> bool:
+    """Whether the examples' frontend passes its configured `host` to `http`: the flake's
+    Dynamo does (patches/dynamo/0002); Dynamo 0.2.0's own examples start `http` without one."""
+    if examples is None:
+        return False
+    try:
+        text = (examples / "components" / "frontend.py").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "self.frontend_config.host" in text
+
+
+def frontend_bind(config: StackConfig, examples: Path | None) -> str:
+    """Where the frontend really listens: `serve.host` for the echo graph (dynix's own) and for
+    a frontend that takes an address; every interface for Dynamo 0.2.0's unpatched one."""
+    if config.graph == "echo" or frontend_takes_host(examples):
+        return config.host
+    return "0.0.0.0"
 
 
 def graph_component(
@@ -257,7 +271,7 @@ def graph_component(
         env={**graph_env(config), **(worker.env if worker else {})},
         cwd=str(examples) if examples else "<examples/llm>",
         ports=[
-            host.Port("frontend", frontend_bind(config), config.port),
+            host.Port("frontend", frontend_bind(config, examples), config.port),
             host.Port("circus control", "127.0.0.1", sv.circus_port),
             host.Port("circus pub/sub", "127.0.0.1", sv.circus_pubsub_port),
         ],

@@ -70,7 +70,7 @@ def service_config(config: StackConfig) -> dict[str, Any]:
         "served_model_name": config.served_name,
         "endpoint": f"{namespace(graph)}.Processor.chat/completions",
         "port": config.port,
-        "host": config.host,  # the echo graph's frontend binds it; Dynamo 0.2.0's ignores it
+        "host": config.host,  # the echo graph and the flake's patched Dynamo bind it
     }
     processor: dict[str, Any] = {}
     if not routed:

@@ -26,7 +26,6 @@ from .. import log, process
 from ..errors import DynixError
 from ..files import write_text_atomic
 from . import control_plane, host, procs, render, state
-from . import plan as plan_module
 from .plan import Component, Plan
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -153,11 +152,16 @@ class Stack:
         )
 
     def _say_what_listens(self) -> None:
-        bind = plan_module.frontend_bind(self.config)
+        graph = self.plan.component("graph")
+        ports = [p for p in (graph.ports if graph else []) if p.what == "frontend"]
+        if not ports:
+            return
+        bind = ports[0].host
         if bind != self.config.host:
             log.warn(
                 f"the frontend listens on {bind}:{self.config.port}, not {self.config.host}: "
-                f"Dynamo 0.2.0's {self.config.graph} frontend takes no address; firewall the port"
+                f"Dynamo 0.2.0's own {self.config.graph} frontend takes no address (the flake's "
+                "Dynamo, patched, does); firewall the port"
             )
         log.info(
             f"dynix: listening: frontend {bind}:{self.config.port}; Dynamo's services also accept "
