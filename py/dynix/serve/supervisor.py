@@ -203,8 +203,9 @@ class Stack:
             if name == "graph" and (tag := SERVICE_TAG.search(line)):
                 prefix = tag.group(1)
             with _output_lock:
-                running.log_file.write(line + "\n")
-                running.log_file.flush()
+                if not running.log_file.closed:  # closed once the process is stopped
+                    running.log_file.write(line + "\n")
+                    running.log_file.flush()
                 sys.stderr.write(f"{prefix:>12} | {line}\n")
                 sys.stderr.flush()
 
@@ -312,7 +313,8 @@ class Stack:
             name = "graph"
         old = self.running[name]
         procs.stop_groups(self._groups(old), GRAPH_GRACE, reap=old.proc.poll)
-        old.log_file.close()
+        with _output_lock:
+            old.log_file.close()
         self._spawn(old.component)
         if old.component.health_url:
             self._wait_healthy(old.component)
@@ -426,7 +428,8 @@ class Stack:
         left = procs.stop_marked(self.stack_id, GRAPH_GRACE, reap=reap_all)
         for running in self.running.values():
             running.proc.poll()
-            running.log_file.close()
+            with _output_lock:
+                running.log_file.close()
         if self.status != "failed":
             self.status = "stopped"
         self._write_state()
