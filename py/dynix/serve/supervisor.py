@@ -176,9 +176,10 @@ class Stack:
         for component in plane:  # nats and etcd start side by side
             self._spawn(component)
         if any(c.peers for c in plane):
-            self._wait_quorum(plane)
+            self._wait_quorum(plane)  # the members of a cluster, together
         for component in plane:
-            self._wait_healthy(component)
+            if not component.peers:
+                self._wait_healthy(component)
         self._write_state()
         graph = self.plan.component("graph")
         if graph is not None:
