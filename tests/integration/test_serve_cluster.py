@@ -120,16 +120,24 @@ def hosts(tmp_path_factory):
         ip("link", "del", bridge, check=False)
 
 
-def start(member: Member) -> None:
+def spawn(ns: str, args: list[str], log: Path) -> subprocess.Popen:
+    """`dynix serve ARGS` inside namespace `ns`, in a session of its own."""
     env = dynix_env()
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    with open(member.log, "a") as err:
-        member.proc = subprocess.Popen(
-            ["ip", "netns", "exec", member.ns, sys.executable, "-m", "dynix", "serve",
-             "--role", "control-plane", "--advertise", member.address, "--cluster", CLUSTER,
-             "--state-dir", str(member.state_dir)],
+    with open(log, "a") as err:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "dynix", "serve", *args],
             env=env, stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True,
         )  # fmt: skip
+
+
+def start(member: Member) -> None:
+    member.proc = spawn(
+        member.ns,
+        ["--role", "control-plane", "--advertise", member.address, "--cluster", CLUSTER,
+         "--state-dir", str(member.state_dir)],
+        member.log,
+    )  # fmt: skip
 
 
 def wait_ready(members: list[Member], timeout: float = 60) -> None:
@@ -310,6 +318,103 @@ def put_within(member: Member, key: str, value: str, seconds: float) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+CONNECT = """
+import asyncio
+from dynamo._core import DistributedRuntime
+async def main():
+    DistributedRuntime(asyncio.get_running_loop(), False)
+    print("connected")
+asyncio.run(main())
+"""
+
+
+def dynamo_connects(ns: str, etcd: str, nats: str) -> tuple[bool, str]:
+    """Whether Dynamo 0.2.0's runtime connects with ETCD_ENDPOINTS=etcd, NATS_SERVER=nats."""
+    env = dynix_env({"ETCD_ENDPOINTS": etcd, "NATS_SERVER": nats})
+    result = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", CONNECT],
+        text=True, capture_output=True, timeout=60, env=env,
+    )  # fmt: skip
+    return result.stdout == "connected\n", result.stderr[-500:]
+
+
+CHAT = """
+import json, sys, urllib.request
+body = {"model": "echo", "messages": [{"role": "user", "content": sys.argv[2]}]}
+request = urllib.request.Request(sys.argv[1], json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+print(json.load(urllib.request.urlopen(request, timeout=30))["choices"][0]["message"]["content"])
+"""
+
+
+def test_a_graph_node_takes_every_member_and_works_with_one_down(cluster, tmp_path):
+    pytest.importorskip("dynamo._core", reason="needs ai-dynamo-runtime 0.2.0")
+    first, second, third = cluster
+    etcd_all = ",".join(f"http://{a}:2379" for a in ADDRESSES)
+    nats_all = ",".join(f"nats://{a}:4222" for a in ADDRESSES)
+    kill_member(first)  # the first of each list is down
+    put_within(second, "dynix-test/without-1", "a leader again", 15)
+    # What Dynamo 0.2.0 accepts: several etcd endpoints, but one NATS URL only (a list fails
+    # to connect).
+    etcd_up = f"http://{second.address}:2379,http://{third.address}:2379"
+    ok, err = dynamo_connects(third.ns, etcd_up, f"nats://{third.address}:4222")
+    assert ok, err
+    ok, err = dynamo_connects(third.ns, etcd_up, nats_all)
+    assert not ok
+    assert "Failed to connect to NATS server" in err
+    # Given a stopped member among the etcd endpoints it fails to start about half the time
+    # (its first request goes to any of them): dynix gives it only the members that answer.
+    assert any(
+        not dynamo_connects(third.ns, etcd_all, f"nats://{third.address}:4222")[0]
+        for _ in range(12)  # stops at the first failure
+    ), "Dynamo now starts with a stopped etcd member listed: dynix could pass it every one"
+    # dynix gives the graph the etcd members that answer and the NATS server on its machine.
+    log = tmp_path / "graph.log"
+    graph = spawn(
+        third.ns,
+        ["--role", "graph", "--graph", "echo", "--state-dir", str(tmp_path / "graph"),
+         "--control-plane", f"{etcd_all},{nats_all}"],
+        log,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        state: dict = {}
+        while time.monotonic() < deadline and state.get("status") != "ready":
+            assert graph.poll() is None, log.read_text()[-3000:]
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                state = json.loads((tmp_path / "graph" / "state.json").read_text())
+            time.sleep(0.3)
+        assert state.get("status") == "ready", log.read_text()[-3000:]
+        assert f"etcd at http://{first.address}:2379 is not answering /health" in log.read_text()
+        graph_pid = next(c["pid"] for c in state["components"] if c["name"] == "graph")
+        environ = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{graph_pid}/environ").read_text().split("\0")
+            if "=" in item
+        )
+        assert environ["ETCD_ENDPOINTS"] == etcd_up
+        assert environ["NATS_SERVER"] == f"nats://{third.address}:4222"
+        assert (state["etcd"], state["nats"]) == (
+            etcd_all.split(","),
+            f"nats://{third.address}:4222",
+        )
+        url = "http://127.0.0.1:8000/v1/chat/completions"
+        assert run_in(third.ns, sys.executable, "-c", CHAT, url, "across the cluster") == (
+            "across the cluster\n"
+        )
+        keys = etcdctl(second, "get", "--prefix", "--keys-only", "public/components/http/models/")
+        assert "public/components/http/models/chat/echo" in keys
+        graph.send_signal(signal.SIGTERM)
+        assert graph.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if graph.poll() is None:
+            graph.kill()
+            graph.wait(10)
+    start(first)
+    wait_ready([first])
+    assert member_names(first) == NAMES
 
 
 def test_sigterm_stops_every_member_and_leaves_no_process(cluster):

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from .. import log, process
@@ -183,8 +183,7 @@ class Stack:
         self._write_state()
         graph = self.plan.component("graph")
         if graph is not None:
-            self._check_external_control_plane()
-            self._spawn(graph)
+            self._spawn(self._with_answering_etcd(graph))
             self._write_state()
             self._wait_ready()
 
@@ -265,11 +264,21 @@ class Stack:
             f"({component.health_url}); see {self.logs / (component.name + '.log')}"
         )
 
-    def _check_external_control_plane(self) -> None:
+    def _with_answering_etcd(self, graph: Component) -> Component:
+        """The graph, given only the etcd members that answer now: Dynamo 0.2.0's etcd client
+        takes a list but sends its first request (the lease) to any member of it, a stopped
+        one too, and then fails to start about half the time."""
         if self.plan.component("etcd"):
-            return
-        if not any(control_plane.healthy(u.rstrip("/") + "/health") for u in self.plan.etcd_urls):
-            raise DynixError(f"etcd at {','.join(self.plan.etcd_urls)} is not answering /health")
+            return graph
+        urls = self.plan.etcd_urls
+        answering = [u for u in urls if control_plane.healthy(u.rstrip("/") + "/health")]
+        if not answering:
+            raise DynixError(f"etcd at {','.join(urls)} is not answering /health")
+        if answering == urls:
+            return graph
+        down = ", ".join(u for u in urls if u not in answering)
+        log.warn(f"etcd at {down} is not answering /health: the graph is given the others")
+        return replace(graph, env={**graph.env, "ETCD_ENDPOINTS": ",".join(answering)})
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.sv.ready_timeout
@@ -358,7 +367,10 @@ class Stack:
         procs.stop_groups(self._groups(old), GRAPH_GRACE, reap=old.proc.poll)
         with _output_lock:
             old.log_file.close()
-        self._spawn(old.component)
+        component = old.component
+        if name == "graph":  # from the plan again, with the etcd members that answer now
+            component = self._with_answering_etcd(self.plan.component("graph") or component)
+        self._spawn(component)
         if old.component.health_url:
             self._wait_healthy(old.component)
         if name == "graph":
