@@ -61,9 +61,15 @@ nats-port = 4222
 nats-monitor-port = 8222
 etcd-port = 2379
 etcd-peer-port = 2380
-# For mode = "external": etcd client URLs (comma-separated) and the NATS URL.
+# For mode = "external": etcd client URLs and NATS URLs (each comma-separated, every member's).
 etcd = "http://127.0.0.1:2379"
 nats = "nats://127.0.0.1:4222"
+# A clustered control plane: every member's address (this one's too), and this member's
+# address among them (--cluster, --advertise); its etcd and NATS listen there, not on `host`.
+# NATS routes between the members on nats-cluster-port.
+cluster = ""
+advertise = ""
+nats-cluster-port = 6222
 
 [serve.model-config]
 # Dynamo's `Common` section, shared by the services that subscribe to each key.
@@ -328,11 +334,6 @@ class StackConfig:
             raise DynixError(
                 f"{where}--advertise {cp.advertise} is not one of the cluster's members "
                 f"({', '.join(members)})"
-            )
-        if cp.host != cp.advertise:
-            raise DynixError(
-                f"{where}a cluster member listens on its advertised address {cp.advertise}, "
-                f"not {cp.host}"
             )
 
 

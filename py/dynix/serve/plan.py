@@ -101,6 +101,11 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
     does not compare the GPUs the graph needs with the `gpus` present."""
     state = config.state_path.resolve()
     cp = config.control_plane
+    if cp.members and cp.mode == "local" and role != "control-plane":
+        raise DynixError(
+            "serve.control-plane.cluster runs a member of a clustered control plane: use it "
+            "with --role control-plane (graph nodes join with --control-plane URLs)"
+        )
     if role == "graph" and cp.mode == "local":
         log.info(
             f"dynix: --role graph joins the control plane at {cp.etcd_urls[0]} and {cp.nats_url}"
