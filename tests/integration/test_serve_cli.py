@@ -266,3 +266,78 @@ def test_the_vllm_frontend_binds_serve_host_once_dynamo_is_patched(dynix, tmp_pa
         binds[name] = ports.split(",")[0].removeprefix("ports: frontend ")
         assert rendered_yaml(proc.stdout)["Frontend"]["host"] == "127.0.0.1"
     assert binds == {"upstream": "0.0.0.0:8000", "patched": "127.0.0.1:8000"}
+
+
+def test_dry_run_of_a_cluster_member_shows_the_clustered_argv(dynix, tmp_path):
+    state = tmp_path / "state"
+    proc = dynix("serve", "--role", "control-plane", "--advertise", "10.231.0.2",
+                 "--cluster", "10.231.0.1,10.231.0.2,10.231.0.3", "--state-dir", state,
+                 "--dry-run")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    members = "10.231.0.1,10.231.0.2,10.231.0.3"
+    token = "dynix-" + hashlib.sha256(members.encode()).hexdigest()[:16]
+    assert f"argv: {shutil.which('nats-server')} -js -sd {state}/nats -a 10.231.0.2 -p 4222 " \
+        "-m 8222 --cluster nats://10.231.0.2:6222 --cluster_name dynix " \
+        "--routes nats://10.231.0.1:6222,nats://10.231.0.3:6222 " \
+        "--server_name dynix-10-231-0-2" in out  # fmt: skip
+    assert f"argv: {shutil.which('etcd')} --name dynix-10-231-0-2 --data-dir {state}/etcd " \
+        "--listen-client-urls http://10.231.0.2:2379 " \
+        "--advertise-client-urls http://10.231.0.2:2379 " \
+        "--listen-peer-urls http://10.231.0.2:2380 " \
+        "--initial-advertise-peer-urls http://10.231.0.2:2380 " \
+        "--initial-cluster dynix-10-231-0-1=http://10.231.0.1:2380," \
+        "dynix-10-231-0-2=http://10.231.0.2:2380,dynix-10-231-0-3=http://10.231.0.3:2380 " \
+        f"--initial-cluster-token {token} --initial-cluster-state new" in out  # fmt: skip
+    assert "# control plane: etcd http://10.231.0.1:2379,http://10.231.0.2:2379," \
+        "http://10.231.0.3:2379, nats nats://10.231.0.2:4222" in out  # fmt: skip
+    assert not state.exists()
+    # Every member derives the same token from the member list, in whatever order it is given.
+    other = dynix("serve", "--role", "control-plane", "--advertise", "10.231.0.3",
+                  "--cluster", "10.231.0.3,10.231.0.1,10.231.0.2", "--state-dir", state,
+                  "--dry-run")  # fmt: skip
+    assert f"--initial-cluster-token {token} " in other.stdout
+
+
+def test_graph_dry_run_with_every_member_passes_etcd_all_and_nats_one(dynix, tmp_path):
+    proc = dynix("serve", "--role", "graph", "--graph", "echo", "--state-dir", tmp_path,
+                 "--control-plane", "http://10.231.0.1:2379,http://10.231.0.2:2379,"
+                 "nats://10.231.0.1:4222,nats://10.231.0.2:4222", "--dry-run")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "env: ETCD_ENDPOINTS=http://10.231.0.1:2379,http://10.231.0.2:2379" in proc.stdout
+    assert "env: NATS_SERVER=nats://10.231.0.1:4222\n" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cluster", "10.0.0.1,10.0.0.2"],
+         "a clustered control plane needs --advertise ADDR: this member's address"),
+        (["--cluster", "10.0.0.1,10.0.0.2", "--advertise", "10.0.0.5"],
+         "--advertise 10.0.0.5 is not one of the cluster's members (10.0.0.1, 10.0.0.2)"),
+        (["--cluster", "10.0.0.1,10.0.0.1", "--advertise", "10.0.0.1"],
+         "the cluster names a member twice"),
+        (["--cluster", "http://10.0.0.1,10.0.0.2", "--advertise", "10.0.0.2"],
+         "a cluster member must be an address or host name"),
+        (["--cluster", "10.0.0.1", "--advertise", "10.0.0.1",
+          "--control-plane", "http://10.0.0.1:2379,nats://10.0.0.1:4222"],
+         "--cluster runs a control-plane member; --control-plane joins one: not both"),
+    ],
+)  # fmt: skip
+def test_cluster_options_are_checked(dynix, tmp_path, args, message):
+    proc = dynix("serve", "--role", "control-plane", *args, "--state-dir", tmp_path, "--dry-run")
+    assert message in one_line_error(proc)
+
+
+def test_cluster_needs_the_control_plane_role(dynix, tmp_path):
+    proc = dynix("serve", "--cluster", "10.0.0.1", "--advertise", "10.0.0.1",
+                 "--state-dir", tmp_path, "--dry-run")  # fmt: skip
+    assert "--cluster runs a member of a clustered control plane: use it with --role " \
+        "control-plane" in one_line_error(proc)  # fmt: skip
+
+
+def test_an_advertised_address_not_on_this_machine_is_refused(dynix, tmp_path):
+    proc = dynix("serve", "--role", "control-plane", "--advertise", "192.0.2.7",
+                 "--cluster", "192.0.2.7,192.0.2.8", "--state-dir", tmp_path / "s",
+                 timeout=60)  # fmt: skip
+    assert "192.0.2.7 (nats client) is not an address of this machine" in one_line_error(proc)

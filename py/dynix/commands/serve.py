@@ -13,7 +13,7 @@ from ..serve.config import GRAPHS, ROLES
 
 
 def _control_plane(value: str | None) -> dict[str, str]:
-    """`local`, or `ETCD_URLS,NATS_URL` (etcd URLs comma-separated, the NATS URL last)."""
+    """`local`, or etcd and NATS URLs, comma-separated (`http://…` for etcd, `nats://…`)."""
     if value is None:
         return {}
     if value == "local":
@@ -21,12 +21,31 @@ def _control_plane(value: str | None) -> dict[str, str]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
     nats = [p for p in parts if p.startswith("nats://")]
     etcd = [p for p in parts if not p.startswith("nats://")]
-    if len(nats) != 1 or not etcd:
+    if not nats or not etcd:
         raise DynixError(
-            f"--control-plane must be `local` or ETCD_URL[,ETCD_URL...],NATS_URL "
+            f"--control-plane must be `local` or ETCD_URL[,ETCD_URL...],NATS_URL[,NATS_URL...] "
             f"(e.g. http://10.0.0.1:2379,nats://10.0.0.1:4222), not {value!r}"
         )
-    return {"cp_mode": "external", "cp_etcd": ",".join(etcd), "cp_nats": nats[0]}
+    return {"cp_mode": "external", "cp_etcd": ",".join(etcd), "cp_nats": ",".join(nats)}
+
+
+def _cluster(advertise: str | None, cluster: str | None, role: str, joins: bool) -> dict[str, str]:
+    """`--advertise ADDR` (listen there) and `--cluster ADDR,ADDR,...` (one member of many)."""
+    if cluster is not None and joins:
+        raise DynixError(
+            "--cluster runs a control-plane member; --control-plane joins one: not both"
+        )
+    if cluster is not None and role != "control-plane":
+        raise DynixError(
+            "--cluster runs a member of a clustered control plane: use it with "
+            "--role control-plane (graph nodes join with --control-plane URLs)"
+        )
+    out = {}
+    if advertise is not None:
+        out |= {"cp_advertise": advertise.strip(), "cp_host": advertise.strip()}
+    if cluster is not None:
+        out |= {"cp_cluster": cluster, "cp_mode": "local"}
+    return out
 
 
 @click.group(invoke_without_command=True)
@@ -44,8 +63,19 @@ def _control_plane(value: str | None) -> dict[str, str]:
 @click.option(
     "--control-plane",
     "control_plane",
-    metavar="local|ETCD_URLS,NATS_URL",
-    help="Run etcd and NATS here (local), or join existing ones by URL.",
+    metavar="local|ETCD_URLS,NATS_URLS",
+    help="Run etcd and NATS here (local), or join existing ones by URL (every member's).",
+)
+@click.option(
+    "--advertise",
+    metavar="ADDR",
+    help="This machine's address: etcd and NATS listen there and members reach it there.",
+)
+@click.option(
+    "--cluster",
+    metavar="ADDR,ADDR,...",
+    help="Every control-plane member's address (this one's too): run one member of a "
+    "clustered etcd and NATS JetStream (with --role control-plane --advertise).",
 )
 @click.option(
     "--role",
@@ -76,6 +106,8 @@ def serve(
     prefill_workers: int | None,
     port: int | None,
     control_plane: str | None,
+    advertise: str | None,
+    cluster: str | None,
     role: str,
     state_dir: Path | None,
     examples: Path | None,
@@ -99,6 +131,7 @@ def serve(
         state_dir=str(state_dir) if state_dir else None,
         examples=str(examples) if examples else None,
         **_control_plane(control_plane),
+        **_cluster(advertise, cluster, role, control_plane is not None),
     )
     runs_graph = role in ("all", "graph")
     gpus = host.gpu_count() if runs_graph else 0

@@ -61,9 +61,15 @@ nats-port = 4222
 nats-monitor-port = 8222
 etcd-port = 2379
 etcd-peer-port = 2380
-# For mode = "external": etcd client URLs (comma-separated) and the NATS URL.
+# For mode = "external": etcd client URLs and NATS URLs (each comma-separated, every member's).
 etcd = "http://127.0.0.1:2379"
 nats = "nats://127.0.0.1:4222"
+# A clustered control plane: every member's address (this one's too), and this member's
+# address among them (--cluster, --advertise); its etcd and NATS listen there, not on `host`.
+# NATS routes between the members on nats-cluster-port.
+cluster = ""
+advertise = ""
+nats-cluster-port = 6222
 
 [serve.model-config]
 # Dynamo's `Common` section, shared by the services that subscribe to each key.
@@ -119,19 +125,41 @@ class ControlPlane:
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
     etcd: str = "http://127.0.0.1:2379"
-    nats: str = "nats://127.0.0.1:4222"
+    nats: str = "nats://127.0.0.1:4222"  # external: one URL, or several comma-separated
+    nats_cluster_port: int = 6222  # NATS routes between the members of a cluster
+    advertise: str = ""  # this member's address in `cluster` (then also `host`)
+    cluster: str = ""  # every member's address, comma-separated: a clustered control plane
+
+    @property
+    def members(self) -> list[str]:
+        """The cluster's member addresses (empty: a control plane of one)."""
+        return [m.strip() for m in self.cluster.split(",") if m.strip()]
 
     @property
     def etcd_urls(self) -> list[str]:
         if self.mode == "local":
+            if self.members:
+                return [f"http://{m}:{self.etcd_port}" for m in self.members]
             return [f"http://{_connect_host(self.host)}:{self.etcd_port}"]
         return [u.strip() for u in self.etcd.split(",") if u.strip()]
 
     @property
-    def nats_url(self) -> str:
+    def nats_urls(self) -> list[str]:
         if self.mode == "local":
-            return f"nats://{_connect_host(self.host)}:{self.nats_port}"
-        return self.nats
+            if self.members:
+                return [f"nats://{m}:{self.nats_port}" for m in self.members]
+            return [f"nats://{_connect_host(self.host)}:{self.nats_port}"]
+        return [u.strip() for u in self.nats.split(",") if u.strip()]
+
+    @property
+    def nats_url(self) -> str:
+        """The one NATS URL Dynamo's processes are given (Dynamo 0.2.0 takes one: its client
+        learns the cluster's other servers from the one it reaches); this member's own URL in
+        a cluster."""
+        if self.mode == "local" and self.members and self.advertise:
+            return f"nats://{self.advertise}:{self.nats_port}"
+        urls = self.nats_urls
+        return urls[0] if urls else ""
 
 
 @dataclass(frozen=True)
@@ -218,6 +246,8 @@ class StackConfig:
                 "serve.control-plane.etcd-port": cp.etcd_port,
                 "serve.control-plane.etcd-peer-port": cp.etcd_peer_port,
             }
+            if cp.members:
+                ports["serve.control-plane.nats-cluster-port"] = cp.nats_cluster_port
         return ports | {
             "serve.supervise.circus-port": sv.circus_port,
             "serve.supervise.circus-pubsub-port": sv.circus_pubsub_port,
@@ -277,9 +307,34 @@ class StackConfig:
         for url in self.control_plane.etcd_urls:
             if not re.match(r"^https?://[^/]+", url):
                 raise DynixError(f"{where}etcd URL must look like http://HOST:PORT, not {url!r}")
-        nats = self.control_plane.nats_url
-        if not re.match(r"^nats://[^/]+", nats):
-            raise DynixError(f"{where}NATS URL must look like nats://HOST:PORT, not {nats!r}")
+        for nats in self.control_plane.nats_urls or [""]:
+            if not re.match(r"^nats://[^/]+", nats):
+                raise DynixError(f"{where}NATS URL must look like nats://HOST:PORT, not {nats!r}")
+        self._validate_cluster(where)
+
+    def _validate_cluster(self, where: str) -> None:
+        cp = self.control_plane
+        members = cp.members
+        if not members:
+            return
+        for member in members:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", member):
+                raise DynixError(
+                    f"{where}a cluster member must be an address or host name "
+                    f"(e.g. 10.0.0.1), not {member!r}"
+                )
+        if len(set(members)) != len(members):
+            raise DynixError(f"{where}the cluster names a member twice: {cp.cluster}")
+        if not cp.advertise:
+            raise DynixError(
+                f"{where}a clustered control plane needs --advertise ADDR: this member's "
+                f"address, one of {', '.join(members)}"
+            )
+        if cp.advertise not in members:
+            raise DynixError(
+                f"{where}--advertise {cp.advertise} is not one of the cluster's members "
+                f"({', '.join(members)})"
+            )
 
 
 def _connect_host(host: str) -> str:
@@ -315,6 +370,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
 for _key, _kind in [
     ("mode", str), ("host", str), ("nats-port", int), ("nats-monitor-port", int),
     ("etcd-port", int), ("etcd-peer-port", int), ("etcd", str), ("nats", str),
+    ("nats-cluster-port", int), ("advertise", str), ("cluster", str),
 ]:  # fmt: skip
     _KEYS[("serve.control-plane", _key)] = ("control_plane." + _key.replace("-", "_"), _kind)
 for _table in ("decode", "prefill"):

@@ -49,6 +49,39 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
     return True
 
 
+def member_ready(name: str, health_url: str, peers: int) -> tuple[bool, str]:
+    """Whether a cluster member has a quorum with the others, and if not what it waits for.
+
+    etcd: `/health` says health "true", which it only does once the cluster has a leader.
+    NATS: `/healthz` ok, `/routez` has a route to another member, `/jsz` names a JetStream
+    meta leader (the cluster's JetStream has a quorum).
+    """
+    if name == "etcd":
+        status, body = http_json(health_url, timeout=1.0)
+        if status == 0:
+            return False, "etcd not answering"
+        if isinstance(body, dict) and str(body.get("health", "")).lower() == "true":
+            return True, "etcd has a leader"
+        return False, "etcd has no leader yet"
+    base = health_url.rsplit("/", 1)[0]
+    status, _ = http_json(health_url, timeout=1.0)
+    if status == 0:
+        return False, "nats not answering"
+    status, routes = http_json(f"{base}/routez", timeout=1.0)
+    have = routes.get("num_routes", 0) if isinstance(routes, dict) else 0
+    if peers and not have:
+        return False, f"nats has no route to the other {peers} member(s) yet"
+    status, jsz = http_json(f"{base}/jsz", timeout=1.0)
+    meta = jsz.get("meta_cluster") if isinstance(jsz, dict) else None
+    leader = meta.get("leader") if isinstance(meta, dict) else ""
+    if not leader:
+        return False, f"nats has {have} route(s), no JetStream meta leader yet"
+    status, _ = http_json(health_url, timeout=1.0)
+    if status != 200:
+        return False, f"nats /healthz: HTTP {status}"
+    return True, f"nats has {have} route(s), JetStream meta leader {leader}"
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 

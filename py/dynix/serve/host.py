@@ -7,6 +7,7 @@ missing one is reported with the package that provides it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -129,6 +130,10 @@ def check_ports(ports: list[Port]) -> None:
             try:
                 sock.bind((item.host, item.port))
             except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise DynixError(
+                        f"{item.host} ({item.what}) is not an address of this machine"
+                    ) from exc
                 raise DynixError(
                     f"port {item.port} ({item.what}) on {item.host} is taken: "
                     f"{exc.strerror or exc}; free it or configure another port"

@@ -6,8 +6,10 @@ runs it.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import shlex
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from . import host, placement, render
 from .config import StackConfig
 
 ETCD_NAME = "dynix"
+NATS_CLUSTER_NAME = "dynix"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Component:
     cwd: str | None = None
     ports: list[host.Port] = field(default_factory=list)
     health_url: str = ""  # answers 200 when the component is up (control plane)
+    peers: int = 0  # other members of its cluster: ready once it has a quorum with them
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,11 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
     does not compare the GPUs the graph needs with the `gpus` present."""
     state = config.state_path.resolve()
     cp = config.control_plane
+    if cp.members and cp.mode == "local" and role != "control-plane":
+        raise DynixError(
+            "serve.control-plane.cluster runs a member of a clustered control plane: use it "
+            "with --role control-plane (graph nodes join with --control-plane URLs)"
+        )
     if role == "graph" and cp.mode == "local":
         log.info(
             f"dynix: --role graph joins the control plane at {cp.etcd_urls[0]} and {cp.nats_url}"
@@ -150,7 +159,7 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
         rendered=rendered,
         yaml_path=state / "dynamo.yaml",
         etcd_urls=cp.etcd_urls,
-        nats_url=cp.nats_url,
+        nats_url=graph_nats_url(config),
         circusctl=circusctl,
         services=services,
         gpus=gpus,
@@ -159,10 +168,33 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
     )
 
 
+def member_name(address: str) -> str:
+    """A cluster member's name (etcd `--name`, NATS `--server_name`), from its address."""
+    return "dynix-" + address.replace(".", "-").replace(":", "-")
+
+
+def cluster_token(members: list[str]) -> str:
+    """etcd's `--initial-cluster-token`: the same on every member, from the member list."""
+    return "dynix-" + hashlib.sha256(",".join(sorted(members)).encode()).hexdigest()[:16]
+
+
+def graph_nats_url(config: StackConfig) -> str:
+    """The NATS URL given to Dynamo (0.2.0 takes one): of several, one on this machine, else
+    the first; the client learns the cluster's other servers from it."""
+    cp = config.control_plane
+    urls = cp.nats_urls
+    if cp.mode == "local" or len(urls) < 2:
+        return cp.nats_url
+    here = {"127.0.0.1", "localhost", *host.non_loopback_ipv4()}
+    return next((u for u in urls if urllib.parse.urlsplit(u).hostname in here), urls[0])
+
+
 def control_plane_components(
     config: StackConfig, state: Path, nats_server: str, etcd: str
 ) -> list[Component]:
     cp = config.control_plane
+    if cp.members:
+        return cluster_components(config, state, nats_server, etcd)
     where = "127.0.0.1" if cp.host in ("0.0.0.0", "") else cp.host
     nats = Component(
         name="nats",
@@ -225,11 +257,90 @@ def control_plane_components(
     return [nats, etcd_component]
 
 
+def cluster_components(
+    config: StackConfig, state: Path, nats_server: str, etcd: str
+) -> list[Component]:
+    """One member of a clustered control plane: etcd bootstrapped statically from the member
+    list, NATS routed to the other members, JetStream clustered over those routes. Everything
+    listens on the advertised address. A member that restarts reuses its data and rejoins."""
+    cp = config.control_plane
+    me, members = cp.advertise, cp.members
+    others = [m for m in members if m != me]
+    nats = Component(
+        name="nats",
+        argv=[
+            nats_server,
+            "-js",
+            "-sd",
+            str(state / "nats"),
+            "-a",
+            me,
+            "-p",
+            str(cp.nats_port),
+            "-m",
+            str(cp.nats_monitor_port),
+            "--cluster",
+            f"nats://{me}:{cp.nats_cluster_port}",
+            "--cluster_name",
+            NATS_CLUSTER_NAME,
+            "--routes",
+            ",".join(f"nats://{m}:{cp.nats_cluster_port}" for m in others),
+            "--server_name",
+            member_name(me),
+        ],
+        ports=[
+            host.Port("nats client", me, cp.nats_port),
+            host.Port("nats monitoring", me, cp.nats_monitor_port),
+            host.Port("nats cluster", me, cp.nats_cluster_port),
+        ],
+        health_url=f"http://{me}:{cp.nats_monitor_port}/healthz",
+        peers=len(others),
+    )
+    client = f"http://{me}:{cp.etcd_port}"
+    peer = f"http://{me}:{cp.etcd_peer_port}"
+    etcd_component = Component(
+        name="etcd",
+        argv=[
+            etcd,
+            "--name",
+            member_name(me),
+            "--data-dir",
+            str(state / "etcd"),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            ",".join(f"{member_name(m)}=http://{m}:{cp.etcd_peer_port}" for m in members),
+            "--initial-cluster-token",
+            cluster_token(members),
+            # Read on the first start only: a member that restarts finds its data dir and
+            # rejoins with the membership recorded there.
+            "--initial-cluster-state",
+            "new",
+        ],
+        env={"ETCD_UNSUPPORTED_ARCH": "arm64"} if platform.machine() == "aarch64" else {},
+        ports=[
+            host.Port("etcd client", me, cp.etcd_port),
+            host.Port("etcd peer", me, cp.etcd_peer_port),
+        ],
+        health_url=f"{client}/health",
+        peers=len(others),
+    )
+    return [nats, etcd_component]
+
+
 def graph_env(config: StackConfig) -> dict[str, str]:
     cp = config.control_plane
     return {
+        # Dynamo 0.2.0 splits ETCD_ENDPOINTS on commas (its etcd client takes every member)
+        # but hands NATS_SERVER to its NATS client as one URL.
         "ETCD_ENDPOINTS": ",".join(cp.etcd_urls),
-        "NATS_SERVER": cp.nats_url,
+        "NATS_SERVER": graph_nats_url(config),
         "DYN_LOG": config.log_level,
         "DYN_CIRCUS_ENDPOINT_PORT": str(config.supervise.circus_port),
         "DYN_CIRCUS_PUBSUB_PORT": str(config.supervise.circus_pubsub_port),
@@ -292,6 +403,16 @@ def _gpu_lines(plan: Plan) -> list[str]:
     return out
 
 
+def quorum_text(component: Component) -> str:
+    if component.name == "etcd":
+        return f"GET {component.health_url} says health true (the cluster has a leader)"
+    base = component.health_url.rsplit("/", 1)[0]
+    return (
+        f"GET {component.health_url} ok, {base}/routez has routes to the other "
+        f"{component.peers} member(s), {base}/jsz has a JetStream meta leader"
+    )
+
+
 def describe(plan: Plan) -> str:
     """The plan as `--dry-run` prints it: processes, their environment, the Dynamo config."""
     out = [
@@ -311,7 +432,9 @@ def describe(plan: Plan) -> str:
         ports = ", ".join(f"{p.what} {p.host}:{p.port}" for p in component.ports)
         if ports:
             out.append(f"ports: {ports}")
-        if component.health_url:
+        if component.health_url and component.peers:
+            out.append(f"ready: {quorum_text(component)}")
+        elif component.health_url:
             out.append(f"ready: GET {component.health_url}")
         if component.name == "graph":
             out += _gpu_lines(plan)

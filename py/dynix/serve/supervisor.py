@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from .. import log, process
@@ -33,6 +33,8 @@ SERVICE_TAG = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*):\d+\]")
 GRAPH_GRACE = 3.5  # seconds the graph's processes get between SIGTERM and SIGKILL
 CONTROL_PLANE_GRACE = 2.0
 CONTROL_PLANE_TIMEOUT = 20.0
+QUORUM_TIMEOUT = 60.0  # a cluster member waits this long for the others (they start anywhere)
+QUORUM_REPORT = 5.0  # seconds between the lines saying what a member still waits for
 SERVICE_RECOVERY = 30.0  # a restarted service must be back within this long
 _output_lock = threading.Lock()
 
@@ -173,13 +175,15 @@ class Stack:
         plane = [c for c in self.plan.components if c.health_url]
         for component in plane:  # nats and etcd start side by side
             self._spawn(component)
+        if any(c.peers for c in plane):
+            self._wait_quorum(plane)  # the members of a cluster, together
         for component in plane:
-            self._wait_healthy(component)
+            if not component.peers:
+                self._wait_healthy(component)
         self._write_state()
         graph = self.plan.component("graph")
         if graph is not None:
-            self._check_external_control_plane()
-            self._spawn(graph)
+            self._spawn(self._with_answering_etcd(graph))
             self._write_state()
             self._wait_ready()
 
@@ -209,7 +213,45 @@ class Stack:
                 sys.stderr.write(f"{prefix:>12} | {line}\n")
                 sys.stderr.flush()
 
+    def _wait_quorum(self, components: list[Component]) -> None:
+        """Wait, bounded, until each member has a quorum with the others, saying what it waits
+        for every few seconds (the other members start on their own machines)."""
+        t0 = time.monotonic()
+        deadline, report = t0 + QUORUM_TIMEOUT, t0 + QUORUM_REPORT
+        waiting = list(components)
+        why: dict[str, str] = {}
+        while waiting:
+            for component in list(waiting):
+                self._fail_if_exited(component.name, "while waiting for the cluster")
+                ok, why[component.name] = control_plane.member_ready(
+                    component.name, component.health_url, component.peers
+                )
+                if ok:
+                    self.running[component.name].health = "healthy"
+                    waiting.remove(component)
+                    log.info(f"dynix: {component.name}: quorum ({why[component.name]})")
+            now = time.monotonic()
+            if not waiting:
+                return
+            detail = "; ".join(why[c.name] for c in waiting)
+            if now >= deadline:
+                raise DynixError(
+                    f"the control-plane cluster has no quorum after {QUORUM_TIMEOUT:g} s "
+                    f"({detail}): are the other members ({self._peers()}) running and reachable?"
+                )
+            if now >= report:
+                report = now + QUORUM_REPORT
+                log.info(f"dynix: waiting for the cluster ({now - t0:.0f} s): {detail}")
+            time.sleep(0.2)
+
+    def _peers(self) -> str:
+        cp = self.config.control_plane
+        return ", ".join(m for m in cp.members if m != cp.advertise)
+
     def _wait_healthy(self, component: Component) -> None:
+        if component.peers:
+            self._wait_quorum([component])
+            return
         deadline = time.monotonic() + CONTROL_PLANE_TIMEOUT
         while time.monotonic() < deadline:
             self._fail_if_exited(component.name, "while starting")
@@ -222,11 +264,21 @@ class Stack:
             f"({component.health_url}); see {self.logs / (component.name + '.log')}"
         )
 
-    def _check_external_control_plane(self) -> None:
+    def _with_answering_etcd(self, graph: Component) -> Component:
+        """The graph, given only the etcd members that answer now: Dynamo 0.2.0's etcd client
+        takes a list but sends its first request (the lease) to any member of it, a stopped
+        one too, and then fails to start about half the time."""
         if self.plan.component("etcd"):
-            return
-        if not any(control_plane.healthy(u.rstrip("/") + "/health") for u in self.plan.etcd_urls):
-            raise DynixError(f"etcd at {','.join(self.plan.etcd_urls)} is not answering /health")
+            return graph
+        urls = self.plan.etcd_urls
+        answering = [u for u in urls if control_plane.healthy(u.rstrip("/") + "/health")]
+        if not answering:
+            raise DynixError(f"etcd at {','.join(urls)} is not answering /health")
+        if answering == urls:
+            return graph
+        down = ", ".join(u for u in urls if u not in answering)
+        log.warn(f"etcd at {down} is not answering /health: the graph is given the others")
+        return replace(graph, env={**graph.env, "ETCD_ENDPOINTS": ",".join(answering)})
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.sv.ready_timeout
@@ -315,7 +367,10 @@ class Stack:
         procs.stop_groups(self._groups(old), GRAPH_GRACE, reap=old.proc.poll)
         with _output_lock:
             old.log_file.close()
-        self._spawn(old.component)
+        component = old.component
+        if name == "graph":  # from the plan again, with the etcd members that answer now
+            component = self._with_answering_etcd(self.plan.component("graph") or component)
+        self._spawn(component)
         if old.component.health_url:
             self._wait_healthy(old.component)
         if name == "graph":
