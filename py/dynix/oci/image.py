@@ -233,6 +233,10 @@ def build(req: Request) -> dict[str, Any]:
     target = Path(os.path.abspath(out.path))
     check_target(target, out.transport)
 
+    if req.store:
+        # Nix 2.8 makes a new store's folders on first use, and two Nix processes doing that at
+        # once can fail ("creating symlink … File exists"): open it once before they run.
+        nix.ping_store(req.store)
     # Nix calls that do not depend on the build run beside it.
     helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nix")
     try:
