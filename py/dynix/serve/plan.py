@@ -18,7 +18,7 @@ from .. import log
 from ..errors import DynixError
 from ..gpu import workerenv
 from . import host, placement, render
-from .config import StackConfig
+from .config import ControlPlane, StackConfig
 
 ETCD_NAME = "dynix"
 NATS_CLUSTER_NAME = "dynix"
@@ -196,65 +196,20 @@ def control_plane_components(
     if cp.members:
         return cluster_components(config, state, nats_server, etcd)
     where = "127.0.0.1" if cp.host in ("0.0.0.0", "") else cp.host
-    nats = Component(
-        name="nats",
-        argv=[
-            nats_server,
-            "-js",
-            "-sd",
-            str(state / "nats"),
-            "-a",
-            cp.host,
-            "-p",
-            str(cp.nats_port),
-            "-m",
-            str(cp.nats_monitor_port),
-        ],
-        ports=[
-            host.Port("nats client", cp.host, cp.nats_port),
-            host.Port("nats monitoring", cp.host, cp.nats_monitor_port),
-        ],
-        health_url=f"http://{where}:{cp.nats_monitor_port}/healthz",
-    )
-    client = f"http://{cp.host}:{cp.etcd_port}"
-    peer = f"http://{cp.host}:{cp.etcd_peer_port}"
-    advertise_client = f"http://{where}:{cp.etcd_port}"
-    advertise_peer = f"http://{where}:{cp.etcd_peer_port}"
-    etcd_component = Component(
-        name="etcd",
-        argv=[
+    return [
+        _nats(nats_server, state, cp, cp.host, where),
+        _etcd(
             etcd,
-            "--name",
+            state,
+            cp,
             ETCD_NAME,
-            "--data-dir",
-            str(state / "etcd"),
-            "--listen-client-urls",
-            client,
-            "--advertise-client-urls",
-            advertise_client,
-            "--listen-peer-urls",
-            peer,
-            "--initial-advertise-peer-urls",
-            advertise_peer,
-            "--initial-cluster",
-            f"{ETCD_NAME}={advertise_peer}",
-            "--initial-cluster-state",
-            "new",
+            cp.host,
+            where,
+            f"{ETCD_NAME}=http://{where}:{cp.etcd_peer_port}",
             # A single member: short ticks let it elect itself at once instead of after ~1 s.
-            "--heartbeat-interval",
-            "20",
-            "--election-timeout",
-            "100",
-        ],
-        # etcd 3.4 refuses to start on arm64 without this; 3.5 supports arm64 and ignores it.
-        env={"ETCD_UNSUPPORTED_ARCH": "arm64"} if platform.machine() == "aarch64" else {},
-        ports=[
-            host.Port("etcd client", cp.host, cp.etcd_port),
-            host.Port("etcd peer", cp.host, cp.etcd_peer_port),
-        ],
-        health_url=f"{advertise_client}/health",
-    )
-    return [nats, etcd_component]
+            ticks=["--heartbeat-interval", "20", "--election-timeout", "100"],
+        ),
+    ]
 
 
 def cluster_components(
@@ -266,19 +221,13 @@ def cluster_components(
     cp = config.control_plane
     me, members = cp.advertise, cp.members
     others = [m for m in members if m != me]
-    nats = Component(
-        name="nats",
-        argv=[
-            nats_server,
-            "-js",
-            "-sd",
-            str(state / "nats"),
-            "-a",
-            me,
-            "-p",
-            str(cp.nats_port),
-            "-m",
-            str(cp.nats_monitor_port),
+    nats = _nats(
+        nats_server,
+        state,
+        cp,
+        me,
+        me,
+        cluster=[
             "--cluster",
             f"nats://{me}:{cp.nats_cluster_port}",
             "--cluster_name",
@@ -288,50 +237,112 @@ def cluster_components(
             "--server_name",
             member_name(me),
         ],
-        ports=[
-            host.Port("nats client", me, cp.nats_port),
-            host.Port("nats monitoring", me, cp.nats_monitor_port),
-            host.Port("nats cluster", me, cp.nats_cluster_port),
-        ],
-        health_url=f"http://{me}:{cp.nats_monitor_port}/healthz",
+        cluster_port=True,
         peers=len(others),
     )
-    client = f"http://{me}:{cp.etcd_port}"
-    peer = f"http://{me}:{cp.etcd_peer_port}"
-    etcd_component = Component(
+    etcd_component = _etcd(
+        etcd,
+        state,
+        cp,
+        member_name(me),
+        me,
+        me,
+        ",".join(f"{member_name(m)}=http://{m}:{cp.etcd_peer_port}" for m in members),
+        token=cluster_token(members),
+        peers=len(others),
+    )
+    return [nats, etcd_component]
+
+
+def _nats(
+    nats_server: str,
+    state: Path,
+    cp: ControlPlane,
+    listen: str,
+    reach: str,
+    *,
+    cluster: list[str] | None = None,
+    cluster_port: bool = False,
+    peers: int = 0,
+) -> Component:
+    """nats-server with JetStream, listening on `listen`, asked for health at `reach`."""
+    ports = [
+        host.Port("nats client", listen, cp.nats_port),
+        host.Port("nats monitoring", listen, cp.nats_monitor_port),
+    ]
+    if cluster_port:
+        ports.append(host.Port("nats cluster", listen, cp.nats_cluster_port))
+    return Component(
+        name="nats",
+        argv=[
+            nats_server,
+            "-js",
+            "-sd",
+            str(state / "nats"),
+            "-a",
+            listen,
+            "-p",
+            str(cp.nats_port),
+            "-m",
+            str(cp.nats_monitor_port),
+            *(cluster or []),
+        ],
+        ports=ports,
+        health_url=f"http://{reach}:{cp.nats_monitor_port}/healthz",
+        peers=peers,
+    )
+
+
+def _etcd(
+    etcd: str,
+    state: Path,
+    cp: ControlPlane,
+    name: str,
+    listen: str,
+    reach: str,
+    initial_cluster: str,
+    *,
+    token: str | None = None,
+    ticks: list[str] | None = None,
+    peers: int = 0,
+) -> Component:
+    """etcd named `name`, listening on `listen` and advertising `reach`, bootstrapped from
+    `initial_cluster` (and `token`): read on the first start only; a member that restarts
+    finds its data dir and rejoins with the membership recorded there."""
+    advertise_client = f"http://{reach}:{cp.etcd_port}"
+    advertise_peer = f"http://{reach}:{cp.etcd_peer_port}"
+    return Component(
         name="etcd",
         argv=[
             etcd,
             "--name",
-            member_name(me),
+            name,
             "--data-dir",
             str(state / "etcd"),
             "--listen-client-urls",
-            client,
+            f"http://{listen}:{cp.etcd_port}",
             "--advertise-client-urls",
-            client,
+            advertise_client,
             "--listen-peer-urls",
-            peer,
+            f"http://{listen}:{cp.etcd_peer_port}",
             "--initial-advertise-peer-urls",
-            peer,
+            advertise_peer,
             "--initial-cluster",
-            ",".join(f"{member_name(m)}=http://{m}:{cp.etcd_peer_port}" for m in members),
-            "--initial-cluster-token",
-            cluster_token(members),
-            # Read on the first start only: a member that restarts finds its data dir and
-            # rejoins with the membership recorded there.
+            initial_cluster,
+            *(["--initial-cluster-token", token] if token else []),
             "--initial-cluster-state",
             "new",
+            *(ticks or []),
         ],
+        # etcd 3.4 refuses to start on arm64 without this; 3.5 supports arm64 and ignores it.
         env={"ETCD_UNSUPPORTED_ARCH": "arm64"} if platform.machine() == "aarch64" else {},
         ports=[
-            host.Port("etcd client", me, cp.etcd_port),
-            host.Port("etcd peer", me, cp.etcd_peer_port),
+            host.Port("etcd client", listen, cp.etcd_port),
+            host.Port("etcd peer", listen, cp.etcd_peer_port),
         ],
-        health_url=f"{client}/health",
-        peers=len(others),
+        health_url=f"{advertise_client}/health",
+        peers=peers,
     )
-    return [nats, etcd_component]
 
 
 def graph_env(config: StackConfig) -> dict[str, str]:
