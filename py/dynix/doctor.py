@@ -158,7 +158,8 @@ def check_can_build(config: dict[str, Any], *, timeout: float = 30) -> Check:
     """Can Nix build here? Root's local store needs its build users; a daemon must answer; then a
     real build of a derivation new to the store (about 0.1 s) proves it."""
     name = "nix can build"
-    if _uses_daemon(config):
+    daemon = _uses_daemon(config)
+    if daemon:
         try:
             nix.ping_store("daemon", timeout=timeout)
         except DynixError as exc:
@@ -176,7 +177,7 @@ def check_can_build(config: dict[str, Any], *, timeout: float = 30) -> Check:
         detail = (getattr(exc, "tail", "") or str(exc)).strip().splitlines()
         why = detail[-1] if detail else str(exc)
         return Check(name, FAIL, f"a test build failed: {why}", "see `nix build` of any package")
-    if _uses_daemon(config):
+    if daemon:
         how = "through the daemon"
     elif os.geteuid() == 0 and config.get("build-users-group"):
         how = f"as the {config['build-users-group']} users"

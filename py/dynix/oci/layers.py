@@ -83,7 +83,6 @@ class HashingSink:
         *,
         stop: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
-        threads: int | None = None,
     ) -> None:
         self.out = out
         self.compression = compression
@@ -91,7 +90,7 @@ class HashingSink:
         self.blob_hash = hashlib.sha256() if compression != "none" else self.tar_hash
         self.tar_size = 0
         self.blob_size = 0
-        self._z = compress.compressor(compression, level, threads)
+        self._z = compress.compressor(compression, level)
         self._stop = stop
         self._progress = progress
 
