@@ -58,7 +58,8 @@ def rendered_yaml(dry_run_output: str) -> dict:
         for line in dry_run_output.splitlines()
         if line.startswith("# ") and line.endswith("/dynamo.yaml")
     )
-    return yaml.safe_load(dry_run_output.split(marker + "\n", 1)[1])
+    after = dry_run_output.split(marker + "\n", 1)[1]
+    return yaml.safe_load(after.split("\n# ", 1)[0])  # up to the node's graph module
 
 
 def test_dry_run_prints_processes_environment_and_config_and_starts_nothing(dynix, tmp_path):
@@ -68,7 +69,9 @@ def test_dry_run_prints_processes_environment_and_config_and_starts_nothing(dyni
     state = tmp_path / "state"
     assert f"argv: {shutil.which('nats-server')} -js -sd {state}/nats -a 127.0.0.1 -p 4222" in out
     assert f"--data-dir {state}/etcd --listen-client-urls http://127.0.0.1:2379" in out
-    assert f"serve graphs.echo:Frontend -f {state}/dynamo.yaml" in out
+    assert f"serve dynix_node_graph:Frontend -f {state}/dynamo.yaml" in out
+    assert "runs here: the whole graph (Frontend, Processor, EchoWorker, EchoPrefillWorker)" in out
+    assert "from graphs.echo import EchoPrefillWorker, EchoWorker, Frontend, Processor" in out
     for line in (
         "env: ETCD_ENDPOINTS=http://127.0.0.1:2379",
         "env: NATS_SERVER=nats://127.0.0.1:4222",
@@ -116,7 +119,7 @@ def test_no_gpu_defaults_to_the_echo_graph_and_says_so(dynix, tmp_path):
     proc = dynix("serve", "--state-dir", tmp_path, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "no GPU found (nvidia-smi -L): serving the GPU-free echo graph" in proc.stderr
-    assert "graphs.echo:Frontend" in proc.stdout
+    assert "runs here: the whole graph (Frontend, Processor, EchoWorker" in proc.stdout
 
 
 def test_vllm_graph_without_gpus_is_refused_naming_the_count(dynix, tmp_path):
@@ -228,6 +231,7 @@ def test_serve_examples_ship_inside_the_package():
     import dynix.serve.host as host
 
     assert (host.ECHO_EXAMPLES / "graphs" / "echo.py").is_file()
+    assert (host.ECHO_EXAMPLES / "components" / "echo.py").is_file()
     assert Path(host.ECHO_EXAMPLES).parts[-2:] == ("serve", "examples")
 
 

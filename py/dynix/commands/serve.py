@@ -30,7 +30,8 @@ def _control_plane(value: str | None) -> dict[str, str]:
 
 
 def _cluster(advertise: str | None, cluster: str | None, role: str, joins: bool) -> dict[str, str]:
-    """`--advertise ADDR` (listen there) and `--cluster ADDR,ADDR,...` (one member of many)."""
+    """`--advertise ADDR` (listen there, be reached there) and `--cluster ADDR,ADDR,...` (one
+    member of many)."""
     if cluster is not None and joins:
         raise DynixError(
             "--cluster runs a control-plane member; --control-plane joins one: not both"
@@ -40,12 +41,28 @@ def _cluster(advertise: str | None, cluster: str | None, role: str, joins: bool)
             "--cluster runs a member of a clustered control plane: use it with "
             "--role control-plane (graph nodes join with --control-plane URLs)"
         )
-    out = {}
+    out: dict[str, str] = {}
     if advertise is not None:
-        out |= {"cp_advertise": advertise.strip(), "cp_host": advertise.strip()}
+        address = advertise.strip()
+        out["advertise"] = address
+        if role in ("all", "control-plane"):
+            out |= {"cp_advertise": address, "cp_host": address}
+        if role in ("all", "graph"):
+            out["host"] = address  # the frontend listens there
     if cluster is not None:
         out |= {"cp_cluster": cluster, "cp_mode": "local"}
     return out
+
+
+def _components(values: tuple[str, ...], role: str) -> tuple[str, ...] | None:
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    if not names:
+        if values:
+            raise DynixError("--component needs a service name, e.g. --component PrefillWorker")
+        return None
+    if role == "control-plane":
+        raise DynixError("--component chooses the graph's services: use it with --role graph")
+    return names
 
 
 @click.group(invoke_without_command=True)
@@ -69,7 +86,16 @@ def _cluster(advertise: str | None, cluster: str | None, role: str, joins: bool)
 @click.option(
     "--advertise",
     metavar="ADDR",
-    help="This machine's address: etcd and NATS listen there and members reach it there.",
+    help="This machine's address, where other nodes reach it: etcd, NATS and the frontend "
+    "listen there.",
+)
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    metavar="SERVICE[,SERVICE...]",
+    help="Run only these services of the graph on this node (e.g. PrefillWorker; or "
+    "Frontend,Processor,Router,VllmWorker); repeatable. Default: every service.",
 )
 @click.option(
     "--cluster",
@@ -107,6 +133,7 @@ def serve(
     port: int | None,
     control_plane: str | None,
     advertise: str | None,
+    components: tuple[str, ...],
     cluster: str | None,
     role: str,
     state_dir: Path | None,
@@ -130,6 +157,7 @@ def serve(
         port=port,
         state_dir=str(state_dir) if state_dir else None,
         examples=str(examples) if examples else None,
+        components=_components(components, role),
         **_control_plane(control_plane),
         **_cluster(advertise, cluster, role, control_plane is not None),
     )

@@ -204,6 +204,9 @@ class StackConfig:
     supervise: Supervise = field(default_factory=Supervise)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""  # the file it came from, for messages
+    # Set per node on the command line (--component, --advertise), not in the shared file:
+    components: tuple[str, ...] = ()  # the graph's services run here; empty: all of them
+    advertise: str = ""  # the address other nodes reach this one at
 
     @property
     def model_name(self) -> str:

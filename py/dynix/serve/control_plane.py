@@ -115,6 +115,26 @@ def _etcd(etcd_urls: list[str], path: str, body: dict, timeout: float) -> dict:
     raise DynixError(f"etcd did not answer {path} ({last})")
 
 
+def revoke_lease(etcd_urls: list[str], lease: int, timeout: float = 2.0) -> bool:
+    """Revoke `lease` and so delete its keys; False when etcd no longer has it."""
+    last = ""
+    for url in etcd_urls:
+        status, data = http_json(
+            url.rstrip("/") + "/v3/lease/revoke", {"ID": str(lease)}, timeout=timeout
+        )
+        if status == 200:
+            return True
+        if status == 404 and "not found" in str(data):
+            return False
+        last = f"{url}: {data if status == 0 else f'HTTP {status}'}"
+    raise DynixError(f"etcd did not revoke lease {lease:x} ({last})")
+
+
+def instance_keys(etcd_urls: list[str], namespace: str, service: str) -> list[str]:
+    """The registered endpoints of a Dynamo service: `NS/components/SERVICE/ENDPOINT:LEASE`."""
+    return etcd_keys(etcd_urls, f"{namespace}/components/{service}/")
+
+
 def deregister_model(etcd_urls: list[str], name: str) -> int:
     return etcd_delete(etcd_urls, CHAT_MODEL_PREFIX + name)
 

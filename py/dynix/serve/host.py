@@ -97,6 +97,36 @@ def non_loopback_ipv4() -> list[str]:
     return addresses
 
 
+def response_address() -> str | None:
+    """The address Dynamo 0.2.0's processes give other nodes to send response streams to: the
+    source address of this machine's route towards 192.0.2.0 (a reserved address; how its
+    `local_ip_address` crate picks one), else the first non-loopback IPv4 address. Connecting a
+    UDP socket only looks the route up: nothing is sent."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sock:
+        try:
+            sock.connect(("192.0.2.0", 9))
+            address = sock.getsockname()[0]
+            if not address.startswith("127."):
+                return address
+        except OSError:
+            pass  # no route there
+    addresses = non_loopback_ipv4()
+    return addresses[0] if addresses else None
+
+
+def check_response_address(advertise: str) -> None:
+    """Fail unless Dynamo's processes here would give other nodes `advertise` as well."""
+    found = response_address()
+    if found is None or found == advertise:
+        return
+    raise DynixError(
+        f"--advertise {advertise}: Dynamo 0.2.0's processes here would tell other nodes to send "
+        f"responses to {found} (the source address of this machine's default route; it takes "
+        f"no setting), not {advertise}; advertise {found}, or make {advertise} the route's "
+        f"source (`ip route change default via GATEWAY src {advertise}`)"
+    )
+
+
 def require_non_loopback_ipv4() -> None:
     if not non_loopback_ipv4():
         raise DynixError(

@@ -7,8 +7,10 @@ runs it.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import shlex
+import socket
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 from .. import log
 from ..errors import DynixError
 from ..gpu import workerenv
-from . import host, placement, render
+from . import host, node, placement, render
 from .config import ControlPlane, StackConfig
 
 ETCD_NAME = "dynix"
@@ -50,6 +52,19 @@ class Plan:
     gpus: int = 0  # present (nvidia-smi -L)
     gpu_placement: list[placement.ServiceGpus] = field(default_factory=list)
     worker: workerenv.WorkerEnv | None = None  # the driver given to a vLLM graph
+    node: node.Node | None = None  # the graph's services that run here
+
+    @property
+    def node_module(self) -> Path:
+        return self.state_dir / "node" / f"{node.MODULE}.py"
+
+    @property
+    def leases_dir(self) -> Path:
+        return self.state_dir / "leases"
+
+    @property
+    def runs_frontend(self) -> bool:
+        return self.node is not None and self.node.frontend
 
     @property
     def frontend(self) -> str:
@@ -133,12 +148,17 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
     services: dict[str, int] = {}
     circusctl = None
     worker = None
+    here = None
+    gpu_placement: list[placement.ServiceGpus] = []
     if role in ("all", "graph"):
         rendered = render.service_config(config)
+        here = node.select(config.graph, config.components)
+        mine = node.only(rendered, here)  # what this node's services ask for
         if not dry_run:
-            check_gpus(rendered, gpus, config)
-        if render.gpu_needs(rendered):
+            check_gpus(mine, gpus, config)
+        if render.gpu_needs(mine):
             worker = workerenv.for_gpu_graph(dry_run=dry_run)
+        gpu_placement = placement.place(mine, gpus)
         dynamo = find("dynamo")
         if config.graph == "echo":
             examples: Path | None = host.ECHO_EXAMPLES
@@ -148,9 +168,10 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
                 if not dry_run:
                     raise DynixError(f"Dynamo's examples/llm not found: {host.EXAMPLES_HINT}")
                 log.warn(f"Dynamo's examples/llm not found: {host.EXAMPLES_HINT}")
-        services = render.worker_counts(rendered, config.graph)
+        counts = render.worker_counts(rendered, config.graph)
+        services = {s: n for s, n in counts.items() if s in here.services}
         circusctl = host.circusctl(dynamo if dynamo != "dynamo" else None)
-        components.append(graph_component(config, state, dynamo, examples, worker))
+        components.append(graph_component(config, state, dynamo, examples, here, worker))
     return Plan(
         config=config,
         role=role,
@@ -163,8 +184,9 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
         circusctl=circusctl,
         services=services,
         gpus=gpus,
-        gpu_placement=placement.place(rendered, gpus) if rendered is not None else [],
+        gpu_placement=gpu_placement,
         worker=worker,
+        node=here,
     )
 
 
@@ -379,24 +401,40 @@ def frontend_bind(config: StackConfig, examples: Path | None) -> str:
     return "0.0.0.0"
 
 
+def node_env(config: StackConfig, state: Path) -> dict[str, str]:
+    """What the node's graph module needs: itself on the import path (before the caller's
+    own), the folder its processes record their leases in, and the node's name."""
+    path = [str(state / "node")]
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    return {
+        "PYTHONPATH": os.pathsep.join(path),
+        node.LEASES_ENV: str(state / "leases"),
+        "DYNIX_NODE": config.advertise or socket.gethostname(),
+    }
+
+
 def graph_component(
     config: StackConfig,
     state: Path,
     dynamo: str,
     examples: Path | None,
+    here: node.Node,
     worker: workerenv.WorkerEnv | None = None,
 ) -> Component:
     sv = config.supervise
+    ports = [
+        host.Port("circus control", "127.0.0.1", sv.circus_port),
+        host.Port("circus pub/sub", "127.0.0.1", sv.circus_pubsub_port),
+    ]
+    if here.frontend:
+        ports.insert(0, host.Port("frontend", frontend_bind(config, examples), config.port))
     return Component(
         name="graph",
-        argv=[dynamo, "serve", f"graphs.{config.graph}:Frontend", "-f", str(state / "dynamo.yaml")],
-        env={**graph_env(config), **(worker.env if worker else {})},
+        argv=[dynamo, "serve", here.target, "-f", str(state / "dynamo.yaml")],
+        env={**graph_env(config), **node_env(config, state), **(worker.env if worker else {})},
         cwd=str(examples) if examples else "<examples/llm>",
-        ports=[
-            host.Port("frontend", frontend_bind(config, examples), config.port),
-            host.Port("circus control", "127.0.0.1", sv.circus_port),
-            host.Port("circus pub/sub", "127.0.0.1", sv.circus_pubsub_port),
-        ],
+        ports=ports,
     )
 
 
@@ -424,6 +462,16 @@ def quorum_text(component: Component) -> str:
     )
 
 
+def ready_text(plan: Plan) -> str:
+    if plan.runs_frontend:
+        return (
+            f"GET {plan.frontend}/v1/models lists {plan.config.served_name!r} "
+            "and one chat completion is answered"
+        )
+    counts = ", ".join(f"{n} {s}" for s, n in plan.services.items())
+    return f"etcd has the endpoints of this node's processes ({counts}) under their leases"
+
+
 def describe(plan: Plan) -> str:
     """The plan as `--dry-run` prints it: processes, their environment, the Dynamo config."""
     out = [
@@ -447,14 +495,17 @@ def describe(plan: Plan) -> str:
             out.append(f"ready: {quorum_text(component)}")
         elif component.health_url:
             out.append(f"ready: GET {component.health_url}")
-        if component.name == "graph":
+        if component.name == "graph" and plan.node is not None:
+            out.append(f"runs here: {plan.node.describe()}")
+            answer_at = host.response_address() or "(no non-loopback address)"
+            out.append(f"responses: Dynamo's processes take response streams on {answer_at}")
             out += _gpu_lines(plan)
-            out.append(
-                f"ready: GET {plan.frontend}/v1/models lists {plan.config.served_name!r} "
-                "and one chat completion is answered"
-            )
+            out.append(f"ready: {ready_text(plan)}")
         out.append("")
     if plan.rendered is not None:
         out.append(f"# {plan.yaml_path}")
         out.append(render.to_yaml(plan.rendered))
+    if plan.node is not None:
+        out.append(f"# {plan.node_module}")
+        out.append(node.module_text(plan.node))
     return "\n".join(out).rstrip("\n") + "\n"

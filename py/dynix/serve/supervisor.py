@@ -25,7 +25,7 @@ from typing import IO, Any
 from .. import log, process
 from ..errors import DynixError
 from ..files import write_text_atomic
-from . import control_plane, host, procs, render, state
+from . import control_plane, host, node, procs, render, state
 from .plan import Component, Plan
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -103,6 +103,8 @@ class Stack:
                     state.check_not_running(plan.state_dir, GRAPH_GRACE)
                     if plan.rendered is not None:
                         host.require_non_loopback_ipv4()
+                        if self.config.advertise:
+                            host.check_response_address(self.config.advertise)
                     host.check_ports([p for c in plan.components for p in c.ports])
                 except BaseException:
                     if fresh:
@@ -118,6 +120,8 @@ class Stack:
         state.prepare(plan.state_dir)
         if plan.rendered is not None:
             write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered), follow=False)
+        if plan.node is not None:
+            self._prepare_node()
         t0 = time.monotonic()
         try:
             self._start_all()
@@ -144,9 +148,13 @@ class Stack:
         what = []
         if self.plan.component("nats"):
             what.append("control plane")
-        if self.plan.rendered is not None:
-            what.append(f"graph {self.config.graph}")
-            print(f"{self.plan.frontend}/v1", flush=True)  # the result: where to send requests
+        if self.plan.rendered is not None and self.plan.node is not None:
+            what.append(
+                f"graph {self.config.graph}"
+                + ("" if self.plan.node.whole else f" ({', '.join(self.plan.node.services)})")
+            )
+            if self.plan.runs_frontend:
+                print(f"{self.plan.frontend}/v1", flush=True)  # where to send requests
             self._say_what_listens()
         log.info(
             f"dynix: {' and '.join(what)} ready in {self.ready_seconds:.1f} s "
@@ -157,6 +165,11 @@ class Stack:
         graph = self.plan.component("graph")
         ports = [p for p in (graph.ports if graph else []) if p.what == "frontend"]
         if not ports:
+            log.info(
+                "dynix: listening: no frontend on this node; Dynamo's services accept response "
+                f"streams on {host.response_address() or 'a non-loopback address'} (ports of "
+                "their choosing)"
+            )
             return
         bind = ports[0].host
         if bind != self.config.host:
@@ -289,9 +302,7 @@ class Stack:
                 if name in self.running:
                     self._fail_if_exited(name, "while the graph started")
             self._scan_graph()
-            ok, why = control_plane.frontend_ready(
-                self.plan.frontend, self.config.served_name, timeout=5
-            )
+            ok, why = self._graph_ready(timeout=5)
             if ok:
                 self.running["graph"].health = "ready"
                 self.expected.update({s: max(len(p), 1) for s, p in self.services.items()})
@@ -301,6 +312,48 @@ class Stack:
             f"the graph was not ready within {self.sv.ready_timeout:g} s ({why}); "
             f"see {self.logs / 'graph.log'}"
         )
+
+    def _graph_ready(self, timeout: float) -> tuple[bool, str]:
+        """A node with the frontend: it lists the model and answers. Without: every process
+        of its services has its endpoint in etcd, under the lease it recorded."""
+        if self.plan.runs_frontend:
+            return control_plane.frontend_ready(
+                self.plan.frontend, self.config.served_name, timeout=timeout
+            )
+        mine: dict[str, set[int]] = {}
+        for lease in node.leases(self.plan.leases_dir):
+            if procs.alive(lease.pid):
+                mine.setdefault(lease.service, set()).add(lease.lease)
+        namespace = render.namespace(self.config.graph)
+        for service, expected in self.plan.services.items():
+            try:
+                keys = control_plane.instance_keys(self.plan.etcd_urls, namespace, service)
+            except DynixError as exc:
+                return False, str(exc)
+            registered = {int(k.rsplit(":", 1)[1], 16) for k in keys if ":" in k}
+            have = len(mine.get(service, set()) & registered)
+            if have < expected:
+                return False, f"{service}: {have} of {expected} processes registered in etcd"
+        return True, "ready"
+
+    def _prepare_node(self) -> None:
+        """Write the node's graph module; revoke what an earlier run here left registered."""
+        plan = self.plan
+        assert plan.node is not None
+        for folder in (plan.node_module.parent, plan.leases_dir):
+            if folder.is_symlink():
+                raise DynixError(f"{folder} is a symbolic link: {state.NOT_FOLLOWED}")
+            folder.mkdir(exist_ok=True)
+        write_text_atomic(plan.node_module, node.module_text(plan.node), follow=False)
+        for lease in node.leases(plan.leases_dir):
+            if procs.alive(lease.pid):
+                continue  # check_not_running has made sure it is no process of ours
+            try:
+                if control_plane.revoke_lease(plan.etcd_urls, lease.lease):
+                    log.info(f"dynix: revoked the lease an earlier run's {lease.service} left")
+            except DynixError:
+                pass  # etcd not up yet (it starts below): the lease expires on its own
+            node.forget(plan.leases_dir, lease)
 
     def _fail_if_exited(self, name: str, when: str) -> None:
         running = self.running[name]
@@ -385,7 +438,8 @@ class Stack:
         if not self.plan.circusctl:
             return False
         endpoint = f"tcp://127.0.0.1:{self.sv.circus_port}"
-        watcher = f"{render.namespace(self.config.graph)}_{service}"
+        assert self.plan.node is not None
+        watcher = self.plan.node.watcher(service)
         # `restart` both starts a stopped watcher and replaces one whose process circus has not
         # yet noticed is gone (`start` would be a no-op on such a watcher).
         command = "restart"
@@ -420,6 +474,7 @@ class Stack:
 
     def _check_services(self) -> None:
         self._scan_graph()
+        self._revoke_leases(dead_only=True)
         now = time.monotonic()
         for service, expected in self.expected.items():
             if service in self.pending:
@@ -446,9 +501,7 @@ class Stack:
                     else "unhealthy"
                 )
             else:
-                ok, _ = control_plane.frontend_ready(
-                    self.plan.frontend, self.config.served_name, timeout=2
-                )
+                ok, _ = self._graph_ready(timeout=2)
                 health = "ready" if ok else "not answering"
             changed |= health != running.health
             running.health = health
@@ -471,7 +524,9 @@ class Stack:
         graph = self.running.get("graph")
         if graph is not None:
             left += procs.stop_groups(self._groups(graph), GRAPH_GRACE, reap=graph.proc.poll)
-            self._deregister()
+            self._revoke_leases()
+            if self.plan.runs_frontend:
+                self._deregister()
         plane = [r for n, r in self.running.items() if n != "graph"]
         groups = {g for r in plane for g in r.pgids}
         left += procs.stop_groups(
@@ -492,6 +547,23 @@ class Stack:
             pids = ", ".join(f"{p.pid} ({' '.join(p.argv[:2])})" for p in left)
             raise DynixError(f"could not stop every process of the stack: {pids} still running")
         log.info("dynix: stack stopped")
+
+    def _revoke_leases(self, dead_only: bool = False) -> None:
+        """Revoke the etcd leases this node's processes recorded (of those no longer running,
+        with `dead_only`), so that their registrations go at once and not a lease's time to
+        live later."""
+        folder = self.plan.leases_dir
+        for lease in node.leases(folder):
+            if dead_only and procs.alive(lease.pid):
+                continue
+            try:
+                control_plane.revoke_lease(self.plan.etcd_urls, lease.lease)
+            except DynixError as exc:
+                log.warn(f"could not revoke the lease of {lease.service} (pid {lease.pid}): {exc}")
+                continue
+            node.forget(folder, lease)
+            if dead_only:
+                log.info(f"dynix: revoked the lease of {lease.service} (pid {lease.pid}, gone)")
 
     def _deregister(self) -> None:
         name = self.config.served_name
