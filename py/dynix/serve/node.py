@@ -18,6 +18,7 @@ when it stops the node, or when one of its processes dies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -193,7 +194,5 @@ def leases(folder: Path) -> list[Lease]:
 
 
 def forget(folder: Path, lease: Lease) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         (folder / f"{lease.pid}.json").unlink()
-    except FileNotFoundError:
-        pass

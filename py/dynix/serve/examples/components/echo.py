@@ -281,4 +281,3 @@ class Frontend:
     @dynamo_endpoint()
     async def health(self, request: dict):
         yield {"model": self.model, "port": self.port}
-
