@@ -66,10 +66,19 @@ etcd = "http://127.0.0.1:2379"
 nats = "nats://127.0.0.1:4222"
 # A clustered control plane: every member's address (this one's too), and this member's
 # address among them (--cluster, --advertise); its etcd and NATS listen there, not on `host`.
-# NATS routes between the members on nats-cluster-port.
+# NATS routes between the members on nats-cluster-port, and takes leaf nodes on nats-leaf-port.
 cluster = ""
 advertise = ""
 nats-cluster-port = 6222
+nats-leaf-port = 7422
+# A graph node that joins several members (mode = "external") runs a local etcd gRPC proxy
+# and a NATS leaf node on 127.0.0.1 and gives Dynamo those: Dynamo 0.2.0 takes one NATS URL,
+# and its processes exit when the etcd member or NATS server they talk to goes away; the
+# proxy and the leaf move to another member instead. false: give Dynamo the members directly.
+local-proxy = true
+local-etcd-port = 23790
+local-nats-port = 14222
+local-nats-monitor-port = 18222
 
 [serve.model-config]
 # Dynamo's `Common` section, shared by the services that subscribe to each key.
@@ -127,6 +136,11 @@ class ControlPlane:
     etcd: str = "http://127.0.0.1:2379"
     nats: str = "nats://127.0.0.1:4222"  # external: one URL, or several comma-separated
     nats_cluster_port: int = 6222  # NATS routes between the members of a cluster
+    nats_leaf_port: int = 7422  # a member takes leaf nodes (graph nodes' local NATS) here
+    local_proxy: bool = True  # a graph node joining several members proxies them locally
+    local_etcd_port: int = 23790
+    local_nats_port: int = 14222
+    local_nats_monitor_port: int = 18222
     advertise: str = ""  # this member's address in `cluster` (then also `host`)
     cluster: str = ""  # every member's address, comma-separated: a clustered control plane
 
@@ -150,6 +164,13 @@ class ControlPlane:
                 return [f"nats://{m}:{self.nats_port}" for m in self.members]
             return [f"nats://{_connect_host(self.host)}:{self.nats_port}"]
         return [u.strip() for u in self.nats.split(",") if u.strip()]
+
+    @property
+    def proxied(self) -> bool:
+        """Whether a graph node joining this control plane runs the local etcd proxy and NATS
+        leaf: when it joins several members and is not told otherwise."""
+        several = len(self.etcd_urls) > 1 or len(self.nats_urls) > 1
+        return self.mode == "external" and self.local_proxy and several
 
     @property
     def nats_url(self) -> str:
@@ -251,6 +272,13 @@ class StackConfig:
             }
             if cp.members:
                 ports["serve.control-plane.nats-cluster-port"] = cp.nats_cluster_port
+                ports["serve.control-plane.nats-leaf-port"] = cp.nats_leaf_port
+        elif cp.proxied:
+            ports |= {
+                "serve.control-plane.local-etcd-port": cp.local_etcd_port,
+                "serve.control-plane.local-nats-port": cp.local_nats_port,
+                "serve.control-plane.local-nats-monitor-port": cp.local_nats_monitor_port,
+            }
         return ports | {
             "serve.supervise.circus-port": sv.circus_port,
             "serve.supervise.circus-pubsub-port": sv.circus_pubsub_port,
@@ -373,7 +401,9 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
 for _key, _kind in [
     ("mode", str), ("host", str), ("nats-port", int), ("nats-monitor-port", int),
     ("etcd-port", int), ("etcd-peer-port", int), ("etcd", str), ("nats", str),
-    ("nats-cluster-port", int), ("advertise", str), ("cluster", str),
+    ("nats-cluster-port", int), ("advertise", str), ("cluster", str), ("nats-leaf-port", int),
+    ("local-proxy", bool), ("local-etcd-port", int), ("local-nats-port", int),
+    ("local-nats-monitor-port", int),
 ]:  # fmt: skip
     _KEYS[("serve.control-plane", _key)] = ("control_plane." + _key.replace("-", "_"), _kind)
 for _table in ("decode", "prefill"):

@@ -56,6 +56,21 @@ def member_ready(name: str, health_url: str, peers: int) -> tuple[bool, str]:
     NATS: `/healthz` ok, `/routez` has a route to another member, `/jsz` names a JetStream
     meta leader (the cluster's JetStream has a quorum).
     """
+    if name == "nats-leaf":
+        base = health_url.rsplit("/", 1)[0]
+        status, leafz = http_json(f"{base}/leafz", timeout=1.0)
+        if status == 0:
+            return False, "the NATS leaf is not answering"
+        connected = leafz.get("leafnodes", 0) if isinstance(leafz, dict) else 0
+        if not connected:
+            return False, "the NATS leaf has no connection to a member yet"
+        remote = (leafz.get("leafs") or [{}])[0].get("ip", "?")
+        return True, f"the NATS leaf is connected to {remote}"
+    if name == "etcd-proxy":
+        status, body = http_json(health_url, timeout=2.0)
+        if isinstance(body, dict) and str(body.get("health", "")).lower() == "true":
+            return True, "an etcd member answers through the forwarder"
+        return False, "no etcd member answers through the forwarder yet"
     if name == "etcd":
         status, body = http_json(health_url, timeout=1.0)
         if status == 0:
@@ -105,28 +120,43 @@ def etcd_delete(etcd_urls: list[str], key: str, timeout: float = 2.0) -> int:
     return int(data.get("deleted", 0))
 
 
-def _etcd(etcd_urls: list[str], path: str, body: dict, timeout: float) -> dict:
+_answered: dict[tuple[str, ...], str] = {}  # the member that answered last, asked first
+
+
+def _post(etcd_urls: list[str], path: str, body: dict, timeout: float) -> tuple[int, Any, str]:
+    """POST `body` to etcd's JSON API on the first member that answers at all (the one that
+    answered last time first: a member gone costs one timeout, not one per call); its status,
+    its answer, and what went wrong with the others."""
+    key = tuple(etcd_urls)
+    first = _answered.get(key)
     last = ""
-    for url in etcd_urls:
+    for url in sorted(etcd_urls, key=lambda u: u != first):
         status, data = http_json(url.rstrip("/") + path, body, timeout=timeout)
-        if status == 200 and isinstance(data, dict):
-            return data
+        if status != 0 and status < 500:
+            _answered[key] = url
+            return status, data, last
         last = f"{url}: {data if status == 0 else f'HTTP {status}'}"
+    return 0, None, last
+
+
+def _etcd(etcd_urls: list[str], path: str, body: dict, timeout: float) -> dict:
+    status, data, last = _post(etcd_urls, path, body, timeout)
+    if status == 200 and isinstance(data, dict):
+        return data
+    if status:
+        last = f"HTTP {status}: {str(data)[:200]}"
     raise DynixError(f"etcd did not answer {path} ({last})")
 
 
 def revoke_lease(etcd_urls: list[str], lease: int, timeout: float = 2.0) -> bool:
     """Revoke `lease` and so delete its keys; False when etcd no longer has it."""
-    last = ""
-    for url in etcd_urls:
-        status, data = http_json(
-            url.rstrip("/") + "/v3/lease/revoke", {"ID": str(lease)}, timeout=timeout
-        )
-        if status == 200:
-            return True
-        if status == 404 and "not found" in str(data):
-            return False
-        last = f"{url}: {data if status == 0 else f'HTTP {status}'}"
+    status, data, last = _post(etcd_urls, "/v3/lease/revoke", {"ID": str(lease)}, timeout)
+    if status == 200:
+        return True
+    if status == 404 and "not found" in str(data):
+        return False
+    if status:
+        last = f"HTTP {status}: {str(data)[:200]}"
     raise DynixError(f"etcd did not revoke lease {lease:x} ({last})")
 
 

@@ -7,11 +7,14 @@ runs it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shlex
 import socket
+import sys
 import urllib.parse
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from .config import ControlPlane, StackConfig
 
 ETCD_NAME = "dynix"
 NATS_CLUSTER_NAME = "dynix"
+JETSTREAM_DOMAIN = "dynix"  # a clustered control plane's; graph nodes' leaves map to it
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class Component:
     cwd: str | None = None
     ports: list[host.Port] = field(default_factory=list)
     health_url: str = ""  # answers 200 when the component is up (control plane)
-    peers: int = 0  # other members of its cluster: ready once it has a quorum with them
+    peers: int = 0  # other members of its cluster (or members it proxies): ready with them
+    files: dict[str, str] = field(default_factory=dict)  # written under the state dir first
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
         counts = render.worker_counts(rendered, config.graph)
         services = {s: n for s, n in counts.items() if s in here.services}
         circusctl = host.circusctl(dynamo if dynamo != "dynamo" else None)
+        if cp.proxied:
+            components += proxy_components(config, state, find("nats-server"))
         components.append(graph_component(config, state, dynamo, examples, here, worker))
     return Plan(
         config=config,
@@ -261,6 +268,10 @@ def cluster_components(
         ],
         cluster_port=True,
         peers=len(others),
+        conf={
+            "jetstream": {"domain": JETSTREAM_DOMAIN},
+            "leafnodes": {"host": me, "port": cp.nats_leaf_port},
+        },
     )
     etcd_component = _etcd(
         etcd,
@@ -286,18 +297,24 @@ def _nats(
     cluster: list[str] | None = None,
     cluster_port: bool = False,
     peers: int = 0,
+    conf: dict[str, Any] | None = None,
 ) -> Component:
-    """nats-server with JetStream, listening on `listen`, asked for health at `reach`."""
+    """nats-server with JetStream, listening on `listen`, asked for health at `reach`; `conf`
+    goes in a config file (what has no command-line option: the leaf-node listener)."""
     ports = [
         host.Port("nats client", listen, cp.nats_port),
         host.Port("nats monitoring", listen, cp.nats_monitor_port),
     ]
     if cluster_port:
         ports.append(host.Port("nats cluster", listen, cp.nats_cluster_port))
+    if conf and "leafnodes" in conf:
+        ports.append(host.Port("nats leaf nodes", listen, conf["leafnodes"]["port"]))
     return Component(
         name="nats",
+        files={"nats.conf": nats_conf(conf)} if conf else {},
         argv=[
             nats_server,
+            *(["-c", str(state / "nats.conf")] if conf else []),
             "-js",
             "-sd",
             str(state / "nats"),
@@ -367,13 +384,91 @@ def _etcd(
     )
 
 
+def nats_conf(conf: dict[str, Any], indent: int = 0) -> str:
+    """nats-server's config format, for the few keys dynix writes (tables, strings, numbers,
+    lists of tables or strings)."""
+    pad = "  " * indent
+    lines = []
+    for key, value in conf.items():
+        if isinstance(value, dict):
+            lines += [f"{pad}{key} {{", nats_conf(value, indent + 1).rstrip("\n"), f"{pad}}}"]
+        elif isinstance(value, list):
+            items = [
+                "{ " + nats_conf(v).strip().replace("\n", ", ") + " }"
+                if isinstance(v, dict)
+                else json.dumps(v)
+                for v in value
+            ]
+            lines.append(f"{pad}{key}: [{', '.join(items)}]")
+        else:
+            lines.append(f"{pad}{key}: {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def proxy_components(config: StackConfig, state: Path, nats_server: str) -> list[Component]:
+    """A graph node's own way to the control plane's members, on 127.0.0.1: a NATS leaf node
+    connected to one member at a time (moving to another when it goes), and a forwarder to
+    whichever etcd member answers (`forward.py` says why not etcd's gRPC proxy). Dynamo's
+    processes keep their NATS connection when a member goes away, and reach a member that
+    answers when they start or restart."""
+    cp = config.control_plane
+    members = [urllib.parse.urlsplit(u).hostname or "" for u in cp.nats_urls]
+    node_name = config.advertise or socket.gethostname()
+    leaf = {
+        "host": "127.0.0.1",
+        "port": cp.local_nats_port,
+        "http": f"127.0.0.1:{cp.local_nats_monitor_port}",
+        "server_name": member_name(node_name).replace("dynix-", "dynix-leaf-", 1),
+        # Dynamo's clients use JetStream's default API subjects: map them to the members'
+        # JetStream domain across the leaf connection.
+        "default_js_domain": {"$G": JETSTREAM_DOMAIN},
+        "leafnodes": {
+            "remotes": [{"urls": [f"nats-leaf://{m}:{cp.nats_leaf_port}" for m in members]}]
+        },
+    }
+    package_root = Path(__file__).resolve().parents[2]  # the folder holding dynix/
+    return [
+        Component(
+            name="etcd-proxy",
+            argv=[
+                sys.executable,
+                "-m",
+                "dynix.serve.forward",
+                f"127.0.0.1:{cp.local_etcd_port}",
+                ",".join(cp.etcd_urls),
+                str(zlib.crc32(node_name.encode()) % len(cp.etcd_urls)),  # spread the nodes
+            ],
+            env={"PYTHONPATH": str(package_root)},  # stdlib only, wherever dynix runs from
+            ports=[host.Port("etcd proxy", "127.0.0.1", cp.local_etcd_port)],
+            health_url=f"http://127.0.0.1:{cp.local_etcd_port}/health",
+            peers=len(cp.etcd_urls),
+        ),
+        Component(
+            name="nats-leaf",
+            files={"nats-leaf.conf": nats_conf(leaf)},
+            argv=[nats_server, "-c", str(state / "nats-leaf.conf")],
+            ports=[
+                host.Port("nats leaf", "127.0.0.1", cp.local_nats_port),
+                host.Port("nats leaf monitoring", "127.0.0.1", cp.local_nats_monitor_port),
+            ],
+            health_url=f"http://127.0.0.1:{cp.local_nats_monitor_port}/healthz",
+            peers=len(members),
+        ),
+    ]
+
+
 def graph_env(config: StackConfig) -> dict[str, str]:
     cp = config.control_plane
-    return {
+    if cp.proxied:
+        etcd_endpoints = f"http://127.0.0.1:{cp.local_etcd_port}"
+        nats_server = f"nats://127.0.0.1:{cp.local_nats_port}"
+    else:
         # Dynamo 0.2.0 splits ETCD_ENDPOINTS on commas (its etcd client takes every member)
         # but hands NATS_SERVER to its NATS client as one URL.
-        "ETCD_ENDPOINTS": ",".join(cp.etcd_urls),
-        "NATS_SERVER": graph_nats_url(config),
+        etcd_endpoints, nats_server = ",".join(cp.etcd_urls), graph_nats_url(config)
+    return {
+        "ETCD_ENDPOINTS": etcd_endpoints,
+        "NATS_SERVER": nats_server,
         "DYN_LOG": config.log_level,
         "DYN_CIRCUS_ENDPOINT_PORT": str(config.supervise.circus_port),
         "DYN_CIRCUS_PUBSUB_PORT": str(config.supervise.circus_pubsub_port),
@@ -431,6 +526,7 @@ def graph_component(
         ports.insert(0, host.Port("frontend", frontend_bind(config, examples), config.port))
     return Component(
         name="graph",
+        files={f"node/{node.MODULE}.py": node.module_text(here)},
         argv=[dynamo, "serve", here.target, "-f", str(state / "dynamo.yaml")],
         env={**graph_env(config), **node_env(config, state), **(worker.env if worker else {})},
         cwd=str(examples) if examples else "<examples/llm>",
@@ -455,6 +551,11 @@ def _gpu_lines(plan: Plan) -> list[str]:
 def quorum_text(component: Component) -> str:
     if component.name == "etcd":
         return f"GET {component.health_url} says health true (the cluster has a leader)"
+    if component.name == "etcd-proxy":
+        return f"GET {component.health_url} (forwarded to a member) says health true"
+    if component.name == "nats-leaf":
+        base = component.health_url.rsplit("/", 1)[0]
+        return f"GET {component.health_url} ok and {base}/leafz has a connection to a member"
     base = component.health_url.rsplit("/", 1)[0]
     return (
         f"GET {component.health_url} ok, {base}/routez has routes to the other "
@@ -487,6 +588,8 @@ def describe(plan: Plan) -> str:
             out.append(f"cwd: {component.cwd}")
         for key, value in component.env.items():
             out.append(f"env: {key}={shlex.quote(value)}")
+        for name in component.files:
+            out.append(f"file: {plan.state_dir / name} (below)")
         out.append(f"argv: {shlex.join(component.argv)}")
         ports = ", ".join(f"{p.what} {p.host}:{p.port}" for p in component.ports)
         if ports:
@@ -505,7 +608,8 @@ def describe(plan: Plan) -> str:
     if plan.rendered is not None:
         out.append(f"# {plan.yaml_path}")
         out.append(render.to_yaml(plan.rendered))
-    if plan.node is not None:
-        out.append(f"# {plan.node_module}")
-        out.append(node.module_text(plan.node))
+    for component in plan.components:
+        for name, text in component.files.items():
+            out.append(f"# {plan.state_dir / name}")
+            out.append(text)
     return "\n".join(out).rstrip("\n") + "\n"

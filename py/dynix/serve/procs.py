@@ -62,6 +62,16 @@ def descendants(pid: int, table: dict[int, ProcInfo] | None = None) -> list[Proc
     return out
 
 
+def started(pid: int) -> float | None:
+    """When `pid` started, in seconds since boot (as `time.CLOCK_BOOTTIME` counts)."""
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def alive(pid: int) -> bool:
     info = _stat(pid)
     return info is not None and info.state != "Z"

@@ -44,6 +44,24 @@ def prepare(state_dir: Path) -> None:
         raise DynixError(f"cannot use state folder {state_dir}: {exc.strerror or exc}") from exc
 
 
+def make_folder(folder: Path) -> None:
+    """A folder of the state dir; a link planted in its place is refused, not followed."""
+    if folder.is_symlink():
+        raise DynixError(f"{folder} is a symbolic link: {NOT_FOLLOWED}")
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise DynixError(f"cannot make {folder}: {exc.strerror or exc}") from exc
+
+
+def write_file(state_dir: Path, name: str, text: str) -> None:
+    """Write `name` (a path inside the state dir) whole, refusing links there."""
+    target = state_dir / name
+    if target.parent != state_dir:
+        make_folder(target.parent)
+    write_text_atomic(target, text, follow=False)
+
+
 def open_log(state_dir: Path, name: str) -> IO[str]:
     """`logs/NAME.log`, opened to append; a link there (or a `logs` that is one) is refused."""
     where = state_dir / LOGS / f"{name}.log"

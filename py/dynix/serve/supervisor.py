@@ -25,7 +25,7 @@ from typing import IO, Any
 from .. import log, process
 from ..errors import DynixError
 from ..files import write_text_atomic
-from . import control_plane, host, node, procs, render, state
+from . import control_plane, forward, host, node, procs, render, state
 from .plan import Component, Plan
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -91,6 +91,7 @@ class Stack:
         self.started_at = time.time()
         self.ready_seconds: float | None = None
         self.stack_id = uuid.uuid4().hex
+        self.etcd_dropped_at = 0.0  # when the etcd member this node used cut its connections
 
     # -- the whole life ----------------------------------------------------------------------
     def run(self) -> None:
@@ -201,6 +202,8 @@ class Stack:
             self._wait_ready()
 
     def _spawn(self, component: Component) -> Running:
+        for name, text in component.files.items():
+            state.write_file(self.plan.state_dir, name, text)
         log_file = state.open_log(self.plan.state_dir, component.name)
         log_file.write(f"--- dynix: starting {component.name}: {' '.join(component.argv)}\n")
         log_file.flush()
@@ -219,6 +222,8 @@ class Stack:
             prefix = name
             if name == "graph" and (tag := SERVICE_TAG.search(line)):
                 prefix = tag.group(1)
+            if name == "etcd-proxy" and (dropped := forward.DROPPED.search(line)):
+                self.etcd_dropped_at = float(dropped.group(1))
             with _output_lock:
                 if not running.log_file.closed:  # closed once the process is stopped
                     running.log_file.write(line + "\n")
@@ -259,7 +264,9 @@ class Stack:
 
     def _peers(self) -> str:
         cp = self.config.control_plane
-        return ", ".join(m for m in cp.members if m != cp.advertise)
+        if cp.members:
+            return ", ".join(m for m in cp.members if m != cp.advertise)
+        return ", ".join([*cp.etcd_urls, *cp.nats_urls])
 
     def _wait_healthy(self, component: Component) -> None:
         if component.peers:
@@ -281,8 +288,8 @@ class Stack:
         """The graph, given only the etcd members that answer now: Dynamo 0.2.0's etcd client
         takes a list but sends its first request (the lease) to any member of it, a stopped
         one too, and then fails to start about half the time."""
-        if self.plan.component("etcd"):
-            return graph
+        if self.plan.component("etcd") or self.plan.component("etcd-proxy"):
+            return graph  # on this machine: the local member, or the proxy that finds one
         urls = self.plan.etcd_urls
         answering = [u for u in urls if control_plane.healthy(u.rstrip("/") + "/health")]
         if not answering:
@@ -337,14 +344,10 @@ class Stack:
         return True, "ready"
 
     def _prepare_node(self) -> None:
-        """Write the node's graph module; revoke what an earlier run here left registered."""
+        """Make the folder the node's processes record their leases in; revoke what an earlier
+        run here left registered."""
         plan = self.plan
-        assert plan.node is not None
-        for folder in (plan.node_module.parent, plan.leases_dir):
-            if folder.is_symlink():
-                raise DynixError(f"{folder} is a symbolic link: {state.NOT_FOLLOWED}")
-            folder.mkdir(exist_ok=True)
-        write_text_atomic(plan.node_module, node.module_text(plan.node), follow=False)
+        state.make_folder(plan.leases_dir)
         for lease in node.leases(plan.leases_dir):
             if procs.alive(lease.pid):
                 continue  # check_not_running has made sure it is no process of ours
@@ -382,15 +385,36 @@ class Stack:
                 if name not in self.pending and running.proc.poll() is not None:
                     self._died(name, f"exited with code {running.proc.returncode}")
             if "graph" in self.running and "graph" not in self.pending:
+                self._check_etcd_moved()
                 self._check_services()
             for name, due in list(self.pending.items()):
-                if now >= due:
-                    del self.pending[name]
-                    self._restart(name)
+                if now >= due and self.pending.pop(name, None) is not None:  # a graph restart
+                    self._restart(name)  # takes its services' pending restarts along
             if now - last_health > 2.0:
                 last_health = now
                 self._check_health()
             time.sleep(0.2)
+
+    def _check_etcd_moved(self) -> None:
+        """The etcd member this node's processes reached through the forwarder cut their
+        connections and no longer answers (the forwarder moved on): a process that started
+        before holds a broken connection (some notice only at their next request, their
+        watches dead meanwhile), so it starts again at once: each such service, or the whole
+        graph when that is all of them."""
+        dropped, self.etcd_dropped_at = self.etcd_dropped_at, 0.0
+        if not dropped:
+            return
+        stale = {
+            service
+            for service, pids in self.services.items()
+            for pid in pids
+            if (began := procs.started(pid)) is not None and began < dropped
+        }
+        why = "lost the etcd member its processes used (the forwarder moved on)"
+        if stale and stale >= set(self.expected):
+            self._died("graph", why)
+        for service in sorted(stale - self.pending.keys()) if stale < set(self.expected) else []:
+            self._died(service, why)
 
     def _died(self, name: str, how: str) -> None:
         count = self.deaths.record(name)
@@ -421,6 +445,11 @@ class Stack:
         with _output_lock:
             old.log_file.close()
         component = old.component
+        if name == "graph":
+            self._revoke_leases(dead_only=True)
+            for service in self.expected:  # the whole graph comes back: so do they
+                self.pending.pop(service, None)
+                self.recovering.pop(service, None)
         if name == "graph":  # from the plan again, with the etcd members that answer now
             component = self._with_answering_etcd(self.plan.component("graph") or component)
         self._spawn(component)

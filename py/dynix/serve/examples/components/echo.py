@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -127,6 +128,7 @@ class EchoWorker:
         )
         self.prefill_client: Any = None
         self.router: Any = None
+        self.turn = 0
 
     @async_on_start
     async def start(self) -> None:
@@ -136,6 +138,8 @@ class EchoWorker:
             runtime = dynamo_context["runtime"]
             endpoint = runtime.namespace(NAMESPACE).component("EchoPrefillWorker")
             self.prefill_client = await endpoint.endpoint("generate").client()
+            with contextlib.suppress(Exception):  # the ones up now, if any, before serving
+                await asyncio.wait_for(self.prefill_client.wait_for_endpoints(), 2.0)
             if self.args.conditional_disagg:
                 self.router = DisaggregatedRouter(
                     dynamo_context["runtime"], self.args.model, self.args.max_local_prefill_length
@@ -150,15 +154,27 @@ class EchoWorker:
         return self.router.prefill_remote(length, 0)
 
     async def _prefill_remotely(self, request: WorkerRequest) -> dict[str, Any]:
-        stream = await self.prefill_client.round_robin(
-            PrefillRequest(request_id=request.request_id, tokens=request.tokens).model_dump()
-        )
-        result = None
-        async for item in stream:
-            result = item.data()
-        if not isinstance(result, dict) or "digest" not in result:
-            raise RuntimeError(f"the prefill worker answered {result!r}")
-        return result
+        """Round robin over the registered prefill workers; one that does not answer (gone,
+        its registration not yet expired) passes the request to the next."""
+        body = PrefillRequest(request_id=request.request_id, tokens=request.tokens).model_dump()
+        ids = list(self.prefill_client.endpoint_ids())
+        if not ids:
+            raise RuntimeError("no prefill worker is registered")
+        self.turn = (self.turn + 1) % len(ids)
+        errors = []
+        for instance in ids[self.turn :] + ids[: self.turn]:
+            try:
+                stream = await self.prefill_client.direct(body, instance)
+                result = None
+                async for item in stream:
+                    result = item.data()
+            except Exception as exc:  # that one is gone: the next
+                errors.append(f"{instance:x}: {exc}")
+                continue
+            if isinstance(result, dict) and "digest" in result:
+                return result
+            errors.append(f"{instance:x} answered {result!r}")
+        raise RuntimeError("; ".join(errors))
 
     @dynamo_endpoint()
     async def generate(self, request: WorkerRequest):

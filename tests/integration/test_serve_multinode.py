@@ -1,0 +1,292 @@
+"""Dynamo 0.2.0's multi-node layout on six hosts, each running its own `dynix serve`: three
+control-plane members (`--role control-plane --cluster`), one frontend/decode host (Frontend,
+Processor, EchoWorker) and two prefill-only hosts (EchoPrefillWorker), the graph nodes sharing
+one config file. Hosts are network namespaces on a bridge of their own (10.232.0.0/24), with
+Debian's etcd and nats-server and PyPI's Dynamo for real; load comes from the official `openai`
+client on the frontend host.
+
+The tests share the six hosts and run in order: where prompts are prefilled, a control-plane
+host lost under load and back, a prefill host lost under load, then both, and last SIGTERM on
+every node.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from netns import Host, network, wait_ready
+
+from conftest import test_env as dynix_env
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces (ip netns) need root"),
+    pytest.mark.skipif(not shutil.which("ip"), reason="needs iproute2's ip (ip netns)"),
+]
+pytest.importorskip("dynamo._core", reason="needs ai-dynamo-runtime 0.2.0")
+pytest.importorskip("openai", reason="needs the openai client (the test extras)")
+
+SUBNET = "10.232.0"
+HOSTS = {"cp1": 1, "cp2": 2, "cp3": 3, "fe": 11, "pf1": 21, "pf2": 22}
+CONTROL = ("cp1", "cp2", "cp3")
+LOAD = Path(__file__).with_name("load.py")
+
+
+def graph_config(hosts: dict[str, Host]) -> str:
+    """The one config file of the graph nodes: every control-plane member."""
+    members = [hosts[n].address for n in CONTROL]
+    return "\n".join([
+        "[serve]",
+        'graph = "echo"',
+        "[serve.control-plane]",
+        'mode = "external"',
+        f'etcd = "{",".join(f"http://{a}:2379" for a in members)}"',
+        f'nats = "{",".join(f"nats://{a}:4222" for a in members)}"',
+        "",
+    ])  # fmt: skip
+
+
+def start_member(hosts: dict[str, Host], name: str) -> None:
+    cluster = ",".join(hosts[n].address for n in CONTROL)
+    hosts[name].serve("--role", "control-plane", "--advertise", hosts[name].address,
+                      "--cluster", cluster)  # fmt: skip
+
+
+def start_graph_node(hosts: dict[str, Host], name: str, config: Path) -> None:
+    services = "Frontend,Processor,EchoWorker" if name == "fe" else "EchoPrefillWorker"
+    hosts[name].serve("--config", str(config), "--role", "graph", "--component", services,
+                      "--advertise", hosts[name].address)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory):
+    for program in ("nats-server", "etcd", "etcdctl"):
+        if not shutil.which(program):
+            pytest.fail(f"{program} is not installed (the test set-up installs it)")
+    folder = tmp_path_factory.mktemp("six")
+    with network(SUBNET, HOSTS, folder, dynix_env()) as hosts:
+        for name in CONTROL:
+            start_member(hosts, name)
+        wait_ready([hosts[n] for n in CONTROL])
+        config = folder / "dynix.toml"
+        config.write_text(graph_config(hosts))
+        for name in ("fe", "pf1", "pf2"):
+            start_graph_node(hosts, name, config)
+        wait_ready([hosts[n] for n in ("fe", "pf1", "pf2")])
+        hosts["fe"].config = config  # type: ignore[attr-defined]
+        yield hosts
+
+
+RATE = 40  # requests a second, during faults
+
+
+def load(fe: Host, out: Path, *, count: int = 0, seconds: float = 0, concurrency: int = 4,
+         timeout: float = 15, rate: float = 0):  # fmt: skip
+    """Start the load on the frontend host; `.finish()` gives its records."""
+    argv = [sys.executable, str(LOAD), f"http://{fe.address}:8000/v1", str(out),
+            "--count", str(count), "--seconds", str(seconds), "--rate", str(rate),
+            "--concurrency", str(concurrency), "--timeout", str(timeout)]  # fmt: skip
+    with open(out.with_suffix(".err"), "w") as err:
+        proc = fe.popen(*argv, stderr=err)
+
+    class Running:
+        def finish(self, limit: float = 120) -> list[dict]:
+            proc.wait(limit)
+            assert proc.returncode == 0, out.with_suffix(".err").read_text()[-2000:]
+            return json.loads(out.read_text())
+
+    return Running()
+
+
+def outcomes(records: list[dict]) -> dict[str, int]:
+    return dict(collections.Counter(r["outcome"] for r in records))
+
+
+def where(record: dict) -> tuple[str, str]:
+    """(how, node) of an answer: `echo-prefill:remote:40:1a2b3c4d:10.232.0.21` -> remote, node."""
+    parts = record["fingerprint"].split(":")
+    return parts[1], parts[4]
+
+
+def etcdctl(host: Host, *args: str) -> str:
+    return host.run("etcdctl", "--endpoints", f"http://{host.address}:2379",
+                    "--command-timeout", "5s", *args)  # fmt: skip
+
+
+def registrations(host: Host) -> list[str]:
+    keys = etcdctl(host, "get", "--prefix", "", "--keys-only").split()
+    return sorted(k for k in keys if k.startswith(("dynix/", "public/")))
+
+
+def test_long_prompts_are_prefilled_on_the_prefill_hosts_and_short_ones_locally(six, tmp_path):
+    records = load(six["fe"], tmp_path / "load.json", count=40).finish()
+    assert outcomes(records) == {"answered": 40}
+    long = {where(r) for r in records if r["kind"] == "long"}
+    short = {where(r) for r in records if r["kind"] == "short"}
+    assert long == {("remote", six["pf1"].address), ("remote", six["pf2"].address)}
+    assert short == {("local", six["fe"].address)}
+    # Each graph node registered its own services only.
+    keys = registrations(six["cp2"])
+    services = collections.Counter(k.split("/")[2] for k in keys if k.startswith("dynix/"))
+    assert services == {"EchoPrefillWorker": 2, "EchoWorker": 1, "Frontend": 1, "Processor": 1}
+
+
+def test_the_frontend_listens_on_the_advertised_address_and_prefill_hosts_have_none(six):
+    listening = six["fe"].run("ss", "-ltnH")
+    assert f"{six['fe'].address}:8000" in listening
+    for name in ("pf1", "pf2"):
+        assert ":8000" not in six[name].run("ss", "-ltnH")
+        assert f"no frontend on this node; Dynamo's services accept response streams on " \
+               f"{six[name].address}" in six[name].log_text()  # fmt: skip
+
+
+def summary(records: list[dict], at: float) -> str:
+    """One line for the log: outcomes, and where the non-answers fell relative to `at`."""
+    bad = [r for r in records if r["outcome"] != "answered"]
+    span = f", not answered from {min(r['at'] for r in bad) - at:+.1f} s to " \
+           f"{max(r['at'] + r['seconds'] for r in bad) - at:+.1f} s" if bad else ""  # fmt: skip
+    return f"{outcomes(records)}{span}"
+
+
+def report(what: str, text: str) -> None:
+    print(f"\n{what}: {text}", file=sys.stderr)
+
+
+def member_names(host: Host) -> list[str]:
+    data = json.loads(etcdctl(host, "member", "list", "-w", "json"))
+    return sorted(m["name"] for m in data["members"])
+
+
+def etcd_members_used(host: Host) -> set[str]:
+    """The members the host's etcd forwarder has connections to now."""
+    lines = host.run("ss", "-tnH", "state", "established", "( dport = :2379 )").splitlines()
+    return {line.split()[-1].rsplit(":", 1)[0] for line in lines if line.strip()}
+
+
+def lose_member_under_load(six, tmp_path: Path, victim: str, name: str) -> list[dict]:
+    """Kill control-plane host `victim` 4 s into 16 s of paced load; the load's records."""
+    running = load(six["fe"], tmp_path / f"{name}.json", seconds=16, rate=RATE)
+    time.sleep(4)
+    six[victim].kill()
+    records = running.finish()
+    report(f"control-plane host lost under load ({name})", summary(records, 4.0))
+    assert outcomes(records).get("lost", 0) == 0, [r for r in records if r["outcome"] == "lost"]
+    return records
+
+
+def bring_back(six, victim: str) -> None:
+    """Start the member again on its data: it rejoins both clusters; every node is ready."""
+    start_member(six, victim)
+    wait_ready([six[victim]])
+    names = sorted(f"dynix-{SUBNET.replace('.', '-')}-{HOSTS[n]}" for n in CONTROL)
+    assert member_names(six[victim]) == names
+    health = etcdctl(six[victim], "endpoint", "health", "--cluster", "-w", "json")
+    assert [e["health"] for e in json.loads(health)] == [True] * 3
+    routez = six[victim].run(sys.executable, "-c", GET, f"http://{six[victim].address}:8222/routez")
+    assert json.loads(routez)["num_routes"] == 2
+    wait_graph_nodes_ready(six)
+
+
+def wait_graph_nodes_ready(six, timeout: float = 30) -> None:
+    """Until every graph node's every component says ready again (after restarts)."""
+    deadline = time.monotonic() + timeout
+
+    def ready(name: str) -> bool:
+        state = six[name].state()
+        graph = next(c for c in state["components"] if c["name"] == "graph")
+        return state["status"] == "ready" and graph["health"] == "ready"
+
+    while not all(ready(n) for n in ("fe", "pf1", "pf2")):
+        assert time.monotonic() < deadline, {
+            n: (
+                six[n].state()["status"],
+                [(c["name"], c["health"]) for c in six[n].state()["components"]],
+            )
+            for n in ("fe", "pf1", "pf2")
+        }
+        time.sleep(0.3)
+
+
+GET = (
+    "import sys, urllib.request; "
+    "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+)
+
+
+def test_a_control_plane_host_the_frontend_host_does_not_use_lost_under_load(six, tmp_path):
+    """The prefill hosts' processes whose etcd connection went through it exit and are
+    restarted (long prompts meanwhile prefill on the frontend host); every request answered."""
+    used = etcd_members_used(six["fe"])
+    victim = next(n for n in CONTROL if six[n].address not in used)
+    records = lose_member_under_load(six, tmp_path, victim, "not the frontend host's")
+    assert outcomes(records) == {"answered": len(records)}
+    bring_back(six, victim)
+
+
+def test_the_control_plane_host_the_frontend_host_uses_lost_under_load(six, tmp_path):
+    """The frontend host's processes exit with their etcd connection and are restarted; the
+    requests in flight and those sent until the frontend is back fail with an error, within a
+    bound; none is lost. Long prompts then go to the prefill hosts again."""
+    victim = next(n for n in CONTROL if six[n].address in etcd_members_used(six["fe"]))
+    records = lose_member_under_load(six, tmp_path, victim, "the frontend host's")
+    failed = [r for r in records if r["outcome"] == "failed"]
+    assert len(failed) < len(records) / 2
+    assert all(2 < r["at"] + r["seconds"] < 4 + 15 for r in failed), failed
+    wait_graph_nodes_ready(six)
+    after = load(six["fe"], tmp_path / "after.json", count=20).finish()
+    assert outcomes(after) == {"answered": 20}
+    assert {where(r)[0] for r in after if r["kind"] == "long"} == {"remote"}
+    bring_back(six, victim)
+
+
+def test_a_prefill_host_lost_under_load_then_both(six, tmp_path):
+    """Long prompts move to the prefill host left, then, with none left, are prefilled on the
+    frontend host: every request answered, none hangs."""
+    running = load(six["fe"], tmp_path / "load.json", seconds=10, rate=RATE)
+    time.sleep(3)
+    six["pf1"].kill()
+    records = running.finish()
+    report("one prefill host lost under load", summary(records, 3.0))
+    assert outcomes(records).get("lost", 0) == 0
+    assert outcomes(records).get("failed", 0) <= 4  # at most what was in flight there
+    late = [r for r in records if r["kind"] == "long" and r["at"] > 3 + 6]
+    assert late and {where(r) for r in late} == {("remote", six["pf2"].address)}
+    running = load(six["fe"], tmp_path / "both.json", seconds=10, rate=RATE)
+    time.sleep(3)
+    six["pf2"].kill()
+    records = running.finish()
+    report("second prefill host lost under load", summary(records, 3.0))
+    assert outcomes(records).get("lost", 0) == 0
+    assert outcomes(records).get("failed", 0) <= 4
+    late = [r for r in records if r["kind"] == "long" and r["at"] > 3 + 6]
+    assert late and {where(r)[1] for r in late} == {six["fe"].address}
+    assert max(r["seconds"] for r in records) < 15
+    # Both back: their old leases were revoked, or had expired, and long prompts go to them.
+    config = six["fe"].config
+    for name in ("pf1", "pf2"):
+        start_graph_node(six, name, config)
+    wait_ready([six["pf1"], six["pf2"]])
+    again = load(six["fe"], tmp_path / "again.json", count=20).finish()
+    assert outcomes(again) == {"answered": 20}
+    assert {where(r) for r in again if r["kind"] == "long"} == {
+        ("remote", six["pf1"].address), ("remote", six["pf2"].address)}  # fmt: skip
+
+
+def test_sigterm_on_every_node_leaves_no_process_and_no_registration(six):
+    for name in ("fe", "pf1", "pf2"):
+        six[name].proc.send_signal(15)
+    for name in ("fe", "pf1", "pf2"):
+        assert six[name].proc.wait(30) == 0, six[name].log_text()[-2000:]
+    assert registrations(six["cp2"]) == []  # at once: no lease left to expire
+    for name in CONTROL:
+        six[name].proc.send_signal(15)
+    for name in CONTROL:
+        assert six[name].proc.wait(30) == 0, six[name].log_text()[-2000:]
+    time.sleep(0.5)
+    assert {name: host.pids() for name, host in six.items()} == {n: [] for n in six}
