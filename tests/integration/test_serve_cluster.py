@@ -277,7 +277,7 @@ def test_every_member_listens_on_its_advertised_address_only(cluster):
             line.split()[3] for line in run_in(member.ns, "ss", "-ltnH").splitlines() if line
         ]
         assert sorted(listening) == sorted(
-            f"{member.address}:{port}" for port in (2379, 2380, 4222, 6222, 8222)
+            f"{member.address}:{port}" for port in (2379, 2380, 4222, 6222, 7422, 8222)
         )
 
 

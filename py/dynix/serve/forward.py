@@ -74,7 +74,7 @@ class Forwarder:
                 old_host, old_port = self.targets[self.preferred]
                 when = self.dropped.get(self.preferred)
                 dropped = (
-                    f"; {old_host}:{old_port} dropped its connections at {when:.3f}"
+                    f"; {old_host}:{old_port} dropped its connections at {when:.6f}"
                     if when is not None
                     else ""
                 )
@@ -93,21 +93,36 @@ class Forwarder:
         sock = up_writer.get_extra_info("socket")
         if sock is not None:
             _keepalive(sock)
-        outward = asyncio.ensure_future(self._pipe(reader, up_writer))
-        inward = asyncio.ensure_future(self._pipe(up_reader, writer))
-        done, _ = await asyncio.wait({outward, inward}, return_when=asyncio.FIRST_COMPLETED)
-        if inward in done and outward not in done:  # the member closed it, not the client
-            self.dropped[index] = time.clock_gettime(time.CLOCK_BOOTTIME)
-        await asyncio.gather(outward, inward, return_exceptions=True)
+        ended: list[str] = []  # the sides whose streams ended, the first first
+
+        def end(side: str) -> None:
+            if not ended and side == "member":  # the member cut it, not the client
+                self.dropped[index] = time.clock_gettime(time.CLOCK_BOOTTIME)
+            ended.append(side)
+
+        await asyncio.gather(
+            self._pipe(reader, up_writer, "client", end),
+            self._pipe(up_reader, writer, "member", end),
+            return_exceptions=True,
+        )
 
     @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter, side: str, end
+    ) -> None:
         try:
-            while data := await source.read(CHUNK):
+            while True:
+                try:
+                    data = await source.read(CHUNK)
+                except OSError:
+                    data = b""
+                if not data:  # `side` closed (or broke) its end
+                    end(side)
+                    return
                 sink.write(data)
                 await sink.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+        except OSError:  # the other side broke while we wrote to it
+            end("client" if side == "member" else "member")
         finally:
             sink.close()  # one side gone: the other goes too
 
