@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from netns import Host, network, wait_ready
 
+from conftest import REPO
 from conftest import test_env as dynix_env
 
 pytestmark = [
@@ -243,6 +244,70 @@ def test_the_control_plane_host_the_frontend_host_uses_lost_under_load(six, tmp_
     assert outcomes(after) == {"answered": 20}
     assert {where(r)[0] for r in after if r["kind"] == "long"} == {"remote"}
     bring_back(six, victim)
+
+
+UPSTREAM_LLM = REPO.parent / "shared" / "upstream" / "dynamo-v0.2.0" / "examples" / "llm"
+
+# Dynamo 0.2.0's own queue (examples/llm utils/nats_queue.py, as the vLLM workers use it): make
+# or find the stream, queue one task; prints "queued" or why not.
+QUEUE = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from utils.nats_queue import NATSQueue
+async def main():
+    queue = NATSQueue(stream_name=sys.argv[3], nats_server=sys.argv[2], dequeue_timeout=1)
+    try:
+        await asyncio.wait_for(queue.connect(), 10)
+        await asyncio.wait_for(queue.enqueue_task(b"a prefill request"), 10)
+        print("queued")
+    except Exception as exc:
+        print(f"not queued: {type(exc).__name__}: {exc}")
+    finally:
+        await queue.close()
+asyncio.run(main())
+"""
+
+ENSURE = (
+    "import sys; from dynix.serve import jetstream; "
+    "print(jetstream.ensure_replicated(sys.argv[1], sys.argv[2], int(sys.argv[3])))"
+)
+LEADER = (
+    "import sys; from dynix.serve import jetstream; c = jetstream.Connection(sys.argv[1]); "
+    "print(c.request('$JS.API.STREAM.INFO.' + sys.argv[2])['cluster']['leader'])"
+)
+
+
+def queue(host: Host, stream: str) -> str:
+    leaf = "nats://127.0.0.1:14222"
+    return host.run(sys.executable, "-c", QUEUE, str(UPSTREAM_LLM), leaf, stream).strip()
+
+
+def test_the_prefill_queue_survives_its_members_loss_only_when_replicated(six):
+    """Dynamo's own queue code makes its stream with one replica: with that member gone no
+    prompt can be queued until it is back. The stream dynix makes first (a replica on each
+    member) keeps taking them."""
+    if not UPSTREAM_LLM.is_dir():
+        pytest.skip(f"no upstream copy of Dynamo v0.2.0's examples/llm at {UPSTREAM_LLM}")
+    fe, leaf = six["fe"], "nats://127.0.0.1:14222"
+    assert queue(fe, "one_replica") == "queued"  # Dynamo makes it: one replica
+    assert fe.run(sys.executable, "-c", ENSURE, leaf, "three_replicas", "3").strip() == (
+        "stream three_replicas created with 3 replicas"
+    )
+    assert queue(fe, "three_replicas") == "queued"  # Dynamo finds it and uses it
+    assert fe.run(sys.executable, "-c", ENSURE, leaf, "three_replicas", "3").strip() == (
+        "stream three_replicas has 3 replicas"
+    )
+    leader = fe.run(sys.executable, "-c", LEADER, leaf, "one_replica").strip()
+    victim = next(n for n in CONTROL if leader == f"dynix-{six[n].address.replace('.', '-')}")
+    six[victim].kill()
+    assert queue(fe, "one_replica").startswith("not queued")
+    deadline = time.monotonic() + 15  # the replicated one: once its replicas elect a leader
+    while (answer := queue(fe, "three_replicas")) != "queued":
+        assert time.monotonic() < deadline, answer
+    bring_back(six, victim)
+    deadline = time.monotonic() + 15
+    while (answer := queue(fe, "one_replica")) != "queued":  # back with its member
+        assert time.monotonic() < deadline, answer
 
 
 def test_a_prefill_host_lost_under_load_then_both(six, tmp_path):

@@ -22,7 +22,7 @@ from typing import Any
 from .. import log
 from ..errors import DynixError
 from ..gpu import workerenv
-from . import host, node, placement, render
+from . import host, jetstream, node, placement, render
 from .config import ControlPlane, StackConfig
 
 ETCD_NAME = "dynix"
@@ -58,6 +58,7 @@ class Plan:
     gpu_placement: list[placement.ServiceGpus] = field(default_factory=list)
     worker: workerenv.WorkerEnv | None = None  # the driver given to a vLLM graph
     node: node.Node | None = None  # the graph's services that run here
+    prefill_queue: tuple[str, int] | None = None  # (stream, replicas) made before the graph
 
     @property
     def node_module(self) -> Path:
@@ -194,7 +195,21 @@ def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = Fals
         gpu_placement=gpu_placement,
         worker=worker,
         node=here,
+        prefill_queue=prefill_queue(config, here),
     )
+
+
+def prefill_queue(config: StackConfig, here: node.Node | None) -> tuple[str, int] | None:
+    """The vLLM prefill queue's stream and its replicas, for a node that queues or takes
+    prefills and joins several members through its leaf: one replica on each (up to 3)."""
+    if here is None or not config.control_plane.proxied:
+        return None
+    if not {"VllmWorker", "PrefillWorker"} & set(here.services):
+        return None
+    if "PrefillWorker" not in render.GRAPH_SERVICES[here.graph]:
+        return None  # aggregated: no queue
+    replicas = min(3, len(config.control_plane.nats_urls))
+    return jetstream.stream_name(config.model_name), replicas
 
 
 def member_name(address: str) -> str:
@@ -327,7 +342,9 @@ def _nats(
             *(cluster or []),
         ],
         ports=ports,
-        health_url=f"http://{reach}:{cp.nats_monitor_port}/healthz",
+        # The server and its JetStream; streams still catching up after a restart are not
+        # waited for (a consumer replica can stay behind for minutes while its leader serves).
+        health_url=f"http://{reach}:{cp.nats_monitor_port}/healthz?js-server-only=true",
         peers=peers,
     )
 
@@ -598,6 +615,10 @@ def describe(plan: Plan) -> str:
             out.append(f"ready: {quorum_text(component)}")
         elif component.health_url:
             out.append(f"ready: GET {component.health_url}")
+        if component.name == "graph" and plan.prefill_queue is not None:
+            stream, replicas = plan.prefill_queue
+            out.append(f"before: JetStream stream {stream} (the prefill queue) made or raised "
+                       f"to {replicas} replicas")  # fmt: skip
         if component.name == "graph" and plan.node is not None:
             out.append(f"runs here: {plan.node.describe()}")
             answer_at = host.response_address() or "(no non-loopback address)"

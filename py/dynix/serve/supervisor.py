@@ -25,7 +25,7 @@ from typing import IO, Any
 from .. import log, process
 from ..errors import DynixError
 from ..files import write_text_atomic
-from . import control_plane, forward, host, node, procs, render, state
+from . import control_plane, forward, host, jetstream, node, procs, render, state
 from .plan import Component, Plan
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -196,6 +196,13 @@ class Stack:
                 self._wait_healthy(component)
         self._write_state()
         graph = self.plan.component("graph")
+        if graph is not None and self.plan.prefill_queue is not None:
+            stream, replicas = self.plan.prefill_queue
+            cp = self.config.control_plane
+            done = jetstream.ensure_replicated(
+                f"nats://127.0.0.1:{cp.local_nats_port}", stream, replicas
+            )
+            log.info(f"dynix: the prefill queue: {done}")
         if graph is not None:
             self._spawn(self._with_answering_etcd(graph))
             self._write_state()
