@@ -281,7 +281,8 @@ def test_dry_run_of_a_cluster_member_shows_the_clustered_argv(dynix, tmp_path):
     out = proc.stdout.splitlines()
     members = "10.231.0.1,10.231.0.2,10.231.0.3"
     token = "dynix-" + hashlib.sha256(members.encode()).hexdigest()[:16]
-    assert f"argv: {shutil.which('nats-server')} -js -sd {state}/nats -a 10.231.0.2 -p 4222 " \
+    assert f"argv: {shutil.which('nats-server')} -c {state}/nats.conf -js -sd {state}/nats " \
+        "-a 10.231.0.2 -p 4222 " \
         "-m 8222 --cluster nats://10.231.0.2:6222 --cluster_name dynix " \
         "--routes nats://10.231.0.1:6222,nats://10.231.0.3:6222 " \
         "--server_name dynix-10-231-0-2" in out  # fmt: skip
@@ -295,6 +296,12 @@ def test_dry_run_of_a_cluster_member_shows_the_clustered_argv(dynix, tmp_path):
         f"--initial-cluster-token {token} --initial-cluster-state new" in out  # fmt: skip
     assert "# control plane: etcd http://10.231.0.1:2379,http://10.231.0.2:2379," \
         "http://10.231.0.3:2379, nats nats://10.231.0.2:4222" in out  # fmt: skip
+    # What the command line cannot say: the leaf-node listener and the JetStream domain.
+    conf = proc.stdout.split(f"# {state}/nats.conf\n", 1)[1].split("\n# ", 1)[0]
+    assert conf.split() == ["jetstream", "{", "domain:", '"dynix"', "}", "leafnodes", "{",
+                            "host:", '"10.231.0.2"', "port:", "7422", "}"]  # fmt: skip
+    assert "ports: nats client 10.231.0.2:4222, nats monitoring 10.231.0.2:8222, nats cluster " \
+        "10.231.0.2:6222, nats leaf nodes 10.231.0.2:7422" in out  # fmt: skip
     assert not state.exists()
     # Every member derives the same token from the member list, in whatever order it is given.
     other = dynix("serve", "--role", "control-plane", "--advertise", "10.231.0.3",
@@ -303,13 +310,31 @@ def test_dry_run_of_a_cluster_member_shows_the_clustered_argv(dynix, tmp_path):
     assert f"--initial-cluster-token {token} " in other.stdout
 
 
-def test_graph_dry_run_with_every_member_passes_etcd_all_and_nats_one(dynix, tmp_path):
+def test_graph_dry_run_with_every_member_runs_a_local_forwarder_and_leaf(dynix, tmp_path):
+    members = ("--control-plane", "http://10.231.0.1:2379,http://10.231.0.2:2379,"
+               "nats://10.231.0.1:4222,nats://10.231.0.2:4222")  # fmt: skip
     proc = dynix("serve", "--role", "graph", "--graph", "echo", "--state-dir", tmp_path,
-                 "--control-plane", "http://10.231.0.1:2379,http://10.231.0.2:2379,"
-                 "nats://10.231.0.1:4222,nats://10.231.0.2:4222", "--dry-run")  # fmt: skip
+                 "--advertise", "10.231.0.9", *members, "--dry-run")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "env: ETCD_ENDPOINTS=http://127.0.0.1:23790\n" in out
+    assert "env: NATS_SERVER=nats://127.0.0.1:14222\n" in out
+    assert (f"argv: {sys.executable} -m dynix.serve.forward 127.0.0.1:23790 "
+            "http://10.231.0.1:2379,http://10.231.0.2:2379 ") in out  # fmt: skip
+    assert f"argv: {shutil.which('nats-server')} -c {tmp_path}/nats-leaf.conf\n" in out
+    leaf = out.split(f"# {tmp_path}/nats-leaf.conf\n", 1)[1].split("\n# ", 1)[0]
+    assert 'remotes: [{ urls: ["nats-leaf://10.231.0.1:7422", "nats-leaf://10.231.0.2:7422"] }]' \
+        in leaf  # fmt: skip
+    assert 'default_js_domain {\n  $G: "dynix"' in leaf or '"$G": "dynix"' in leaf, leaf
+    # Told not to: every member's etcd, one NATS server (Dynamo 0.2.0 takes one).
+    config = tmp_path / "direct.toml"
+    config.write_text("[serve.control-plane]\nlocal-proxy = false\n")
+    proc = dynix("serve", "--config", config, "--role", "graph", "--graph", "echo",
+                 "--state-dir", tmp_path, *members, "--dry-run")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "env: ETCD_ENDPOINTS=http://10.231.0.1:2379,http://10.231.0.2:2379" in proc.stdout
     assert "env: NATS_SERVER=nats://10.231.0.1:4222\n" in proc.stdout
+    assert "[etcd-proxy]" not in proc.stdout and "[nats-leaf]" not in proc.stdout
 
 
 @pytest.mark.parametrize(

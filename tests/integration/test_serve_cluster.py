@@ -370,48 +370,16 @@ def test_a_graph_node_takes_every_member_and_works_with_one_down(cluster, tmp_pa
         not dynamo_connects(third.ns, etcd_all, f"nats://{third.address}:4222")[0]
         for _ in range(12)  # stops at the first failure
     ), "Dynamo now starts with a stopped etcd member listed: dynix could pass it every one"
-    # dynix gives the graph the etcd members that answer and the NATS server on its machine.
-    log = tmp_path / "graph.log"
-    graph = spawn(
-        third.ns,
-        ["--role", "graph", "--graph", "echo", "--state-dir", str(tmp_path / "graph"),
-         "--control-plane", f"{etcd_all},{nats_all}"],
-        log,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        state: dict = {}
-        while time.monotonic() < deadline and state.get("status") != "ready":
-            assert graph.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                state = json.loads((tmp_path / "graph" / "state.json").read_text())
-            time.sleep(0.3)
-        assert state.get("status") == "ready", log.read_text()[-3000:]
-        assert f"etcd at http://{first.address}:2379 is not answering /health" in log.read_text()
-        graph_pid = next(c["pid"] for c in state["components"] if c["name"] == "graph")
-        environ = dict(
-            item.split("=", 1)
-            for item in Path(f"/proc/{graph_pid}/environ").read_text().split("\0")
-            if "=" in item
-        )
-        assert environ["ETCD_ENDPOINTS"] == etcd_up
-        assert environ["NATS_SERVER"] == f"nats://{third.address}:4222"
-        assert (state["etcd"], state["nats"]) == (
-            etcd_all.split(","),
-            f"nats://{third.address}:4222",
-        )
-        url = "http://127.0.0.1:8000/v1/chat/completions"
-        assert run_in(third.ns, sys.executable, "-c", CHAT, url, "across the cluster") == (
-            "across the cluster\n"
-        )
-        keys = etcdctl(second, "get", "--prefix", "--keys-only", "public/components/http/models/")
-        assert "public/components/http/models/chat/echo" in keys
-        graph.send_signal(signal.SIGTERM)
-        assert graph.wait(30) == 0, log.read_text()[-3000:]
-    finally:
-        if graph.poll() is None:
-            graph.kill()
-            graph.wait(10)
+    # By default the graph node runs its own etcd forwarder and NATS leaf and gives Dynamo
+    # those; told not to, it gives Dynamo the etcd members that answer and the NATS server on
+    # its machine.
+    direct = tmp_path / "direct.toml"
+    direct.write_text("[serve.control-plane]\nlocal-proxy = false\n")
+    for case, extra, etcd_env, nats_env in [
+        ("proxied", [], "http://127.0.0.1:23790", "nats://127.0.0.1:14222"),
+        ("direct", ["--config", str(direct)], etcd_up, f"nats://{third.address}:4222"),
+    ]:
+        run_graph_node(cluster, tmp_path / case, extra, etcd_all, nats_all, etcd_env, nats_env)
     start(first)
     wait_ready([first])
     assert member_names(first) == NAMES
@@ -427,3 +395,52 @@ def test_sigterm_stops_every_member_and_leaves_no_process(cluster):
         assert member.state()["status"] == "stopped"
     for member in cluster:
         assert ns_pids(member.ns) == [], member.ns
+
+
+def run_graph_node(cluster, folder, extra, etcd_all, nats_all, etcd_env, nats_env) -> None:
+    """`dynix serve --role graph` with every member (the first down) on the third host: ready,
+    Dynamo given `etcd_env` and `nats_env`, a completion answered, a clean stop."""
+    first, second, third = cluster
+    log = folder.with_suffix(".log")
+    graph = spawn(
+        third.ns,
+        ["--role", "graph", "--graph", "echo", "--state-dir", str(folder),
+         "--control-plane", f"{etcd_all},{nats_all}", *extra],
+        log,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        state: dict = {}
+        while time.monotonic() < deadline and state.get("status") != "ready":
+            assert graph.poll() is None, log.read_text()[-3000:]
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                state = json.loads((folder / "state.json").read_text())
+            time.sleep(0.3)
+        assert state.get("status") == "ready", log.read_text()[-3000:]
+        if etcd_env.startswith("http://127.0.0.1"):
+            assert "dynix: etcd-proxy: quorum" in log.read_text()
+            assert "dynix: nats-leaf: quorum (the NATS leaf is connected to" in log.read_text()
+        else:
+            assert f"etcd at http://{first.address}:2379 is not answering /health" in (
+                log.read_text()
+            )
+        graph_pid = next(c["pid"] for c in state["components"] if c["name"] == "graph")
+        environ = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{graph_pid}/environ").read_text().split("\0")
+            if "=" in item
+        )
+        assert (environ["ETCD_ENDPOINTS"], environ["NATS_SERVER"]) == (etcd_env, nats_env)
+        assert state["etcd"] == etcd_all.split(",")
+        url = "http://127.0.0.1:8000/v1/chat/completions"
+        assert run_in(third.ns, sys.executable, "-c", CHAT, url, "across the cluster") == (
+            "across the cluster\n"
+        )
+        keys = etcdctl(second, "get", "--prefix", "--keys-only", "public/components/http/models/")
+        assert "public/components/http/models/chat/echo" in keys
+        graph.send_signal(signal.SIGTERM)
+        assert graph.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if graph.poll() is None:
+            graph.kill()
+            graph.wait(10)

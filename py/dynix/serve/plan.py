@@ -597,8 +597,15 @@ def describe(plan: Plan) -> str:
         f"model {plan.config.served_name}",
         f"# state dir: {plan.state_dir}",
         f"# control plane: etcd {','.join(plan.etcd_urls)}, nats {plan.nats_url}",
-        "",
     ]
+    cp = plan.config.control_plane
+    if plan.component("nats-leaf") is not None:
+        out[-1] = (
+            f"# control plane: etcd {','.join(plan.etcd_urls)}, nats {','.join(cp.nats_urls)}: "
+            f"reached through this node's etcd forwarder (127.0.0.1:{cp.local_etcd_port}) and "
+            f"NATS leaf (127.0.0.1:{cp.local_nats_port})"
+        )
+    out.append("")
     for component in plan.components:
         out.append(f"[{component.name}]")
         if component.cwd:
