@@ -71,10 +71,11 @@ cluster = ""
 advertise = ""
 nats-cluster-port = 6222
 nats-leaf-port = 7422
-# A graph node that joins several members (mode = "external") runs a local etcd gRPC proxy
-# and a NATS leaf node on 127.0.0.1 and gives Dynamo those: Dynamo 0.2.0 takes one NATS URL,
-# and its processes exit when the etcd member or NATS server they talk to goes away; the
-# proxy and the leaf move to another member instead. false: give Dynamo the members directly.
+# A graph node that joins several members (mode = "external") runs an etcd forwarder and a
+# NATS leaf node on 127.0.0.1 and gives Dynamo those: Dynamo 0.2.0 takes one NATS URL, and
+# its processes exit when the etcd member or NATS server they talk to goes away; the
+# forwarder and the leaf move to another member. false: give Dynamo the members directly.
+# (The members' nats-leaf-port must match theirs.)
 local-proxy = true
 local-etcd-port = 23790
 local-nats-port = 14222
