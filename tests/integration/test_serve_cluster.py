@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from netns import Host, network, wait_ready
 
 from conftest import test_env as dynix_env
 
@@ -34,23 +33,7 @@ pytestmark = [
 ]
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], text=True, capture_output=True, check=check)
-
-
-@dataclass
-class Member:
-    ns: str
-    address: str
-    state_dir: Path
-    log: Path
-    proc: subprocess.Popen | None = None
-
-    def state(self) -> dict:
-        return json.loads((self.state_dir / "state.json").read_text())
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+Member = Host
 
 
 def run_in(ns: str, *argv: str, timeout: float = 20, check: bool = True) -> str:
@@ -80,108 +63,26 @@ def etcdctl(member: Member, *args: str, check: bool = True) -> str:
     )  # fmt: skip
 
 
-def ns_pids(ns: str) -> list[int]:
-    return [int(p) for p in ip("netns", "pids", ns, check=False).stdout.split()]
-
-
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
-    """Three namespaces on a bridge: 10.231.0.1-3/24; removed at the end, whatever happened."""
+    """Three hosts on a bridge: 10.231.0.1-3/24; removed at the end, whatever happened."""
     for program in ("nats-server", "etcd", "etcdctl"):
         if not shutil.which(program):
             pytest.fail(f"{program} is not installed (the test set-up installs it)")
-    suffix = secrets.token_hex(3)
-    bridge = f"dxb{suffix}"
-    names = [f"dynix-{suffix}-{i}" for i in (1, 2, 3)]
-    tmp = tmp_path_factory.mktemp("cluster")
-    try:
-        ip("link", "add", bridge, "type", "bridge")
-        ip("link", "set", bridge, "up")
-        for i, (ns, address) in enumerate(zip(names, ADDRESSES, strict=True), 1):
-            outside, inside = f"dxv{suffix}{i}", f"dxp{suffix}{i}"
-            ip("netns", "add", ns)
-            ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-            ip("link", "set", inside, "netns", ns)
-            ip("link", "set", outside, "master", bridge)
-            ip("link", "set", outside, "up")
-            ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "addr", "add", f"{address}/24", "dev", inside)
-            ip("-n", ns, "link", "set", inside, "up")
-        yield [
-            Member(ns, address, tmp / f"m{i}", tmp / f"m{i}.log")
-            for i, (ns, address) in enumerate(zip(names, ADDRESSES, strict=True), 1)
-        ]
-    finally:
-        for ns in names:
-            for pid in ns_pids(ns):  # only what this test started runs in its namespaces
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            ip("netns", "del", ns, check=False)
-        ip("link", "del", bridge, check=False)
-
-
-def spawn(ns: str, args: list[str], log: Path) -> subprocess.Popen:
-    """`dynix serve ARGS` inside namespace `ns`, in a session of its own."""
-    env = dynix_env()
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    with open(log, "a") as err:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "dynix", "serve", *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True,
-        )  # fmt: skip
+    folder = tmp_path_factory.mktemp("cluster")
+    with network(SUBNET, {"m1": 1, "m2": 2, "m3": 3}, folder, dynix_env()) as made:
+        yield list(made.values())
 
 
 def start(member: Member) -> None:
-    member.proc = spawn(
-        member.ns,
-        ["--role", "control-plane", "--advertise", member.address, "--cluster", CLUSTER,
-         "--state-dir", str(member.state_dir)],
-        member.log,
-    )  # fmt: skip
-
-
-def wait_ready(members: list[Member], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    waiting = list(members)
-    while waiting and time.monotonic() < deadline:
-        for member in list(waiting):
-            assert member.proc is not None
-            if member.proc.poll() is not None:
-                raise AssertionError(
-                    f"{member.address} exited {member.proc.returncode}:\n"
-                    + member.log_text()[-3000:]
-                )
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
-                state = member.state()  # this run's (a restarted member's old one says ready)
-                if state["pid"] == member.proc.pid and state["status"] == "ready":
-                    waiting.remove(member)
-        time.sleep(0.2)
-    if waiting:
-        logs = "\n".join(f"--- {m.address}\n{m.log_text()[-2000:]}" for m in waiting)
-        raise AssertionError(f"not ready within {timeout} s:\n{logs}")
-
-
-def kill_member(member: Member) -> None:
-    """SIGKILL the member's `dynix serve` and every process group it started: the host dies."""
-    assert member.proc is not None
-    groups = {member.proc.pid}
-    for component in member.state()["components"]:
-        groups.update(component.get("pgids") or [])
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    member.proc.wait(10)
-    deadline = time.monotonic() + 10
-    while ns_pids(member.ns) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert ns_pids(member.ns) == []
+    member.serve("--role", "control-plane", "--advertise", member.address, "--cluster", CLUSTER)
 
 
 @pytest.fixture(scope="module")
 def cluster(hosts):
     for member in hosts:  # started together, as on three machines
         start(member)
-    wait_ready(hosts)
+    wait_ready(hosts, 60)
     yield hosts
     for member in hosts:
         if member.proc is not None and member.proc.poll() is None:
@@ -283,7 +184,7 @@ def test_every_member_listens_on_its_advertised_address_only(cluster):
 
 def test_a_killed_member_leaves_a_quorum_and_rejoins_with_its_data(cluster):
     first, second, third = cluster
-    kill_member(second)
+    second.kill()
     # Two of three members are a quorum: writes still succeed, through either survivor (the
     # first may time out while the survivors elect a leader, when the killed one led).
     put_within(first, "dynix-test/while-2-was-down", "still a quorum", 15)
@@ -354,7 +255,7 @@ def test_a_graph_node_takes_every_member_and_works_with_one_down(cluster, tmp_pa
     first, second, third = cluster
     etcd_all = ",".join(f"http://{a}:2379" for a in ADDRESSES)
     nats_all = ",".join(f"nats://{a}:4222" for a in ADDRESSES)
-    kill_member(first)  # the first of each list is down
+    first.kill()  # the first of each list is down
     put_within(second, "dynix-test/without-1", "a leader again", 15)
     # What Dynamo 0.2.0 accepts: several etcd endpoints, but one NATS URL only (a list fails
     # to connect).
@@ -394,7 +295,7 @@ def test_sigterm_stops_every_member_and_leaves_no_process(cluster):
         assert member.proc.wait(30) == 0, member.log_text()[-2000:]
         assert member.state()["status"] == "stopped"
     for member in cluster:
-        assert ns_pids(member.ns) == [], member.ns
+        assert member.pids() == [], member.ns
 
 
 def run_graph_node(cluster, folder, extra, etcd_all, nats_all, etcd_env, nats_env) -> None:
@@ -402,12 +303,9 @@ def run_graph_node(cluster, folder, extra, etcd_all, nats_all, etcd_env, nats_en
     Dynamo given `etcd_env` and `nats_env`, a completion answered, a clean stop."""
     first, second, third = cluster
     log = folder.with_suffix(".log")
-    graph = spawn(
-        third.ns,
-        ["--role", "graph", "--graph", "echo", "--state-dir", str(folder),
-         "--control-plane", f"{etcd_all},{nats_all}", *extra],
-        log,
-    )  # fmt: skip
+    node = Host("graph", third.ns, third.address, third.link, folder, log, env=third.env)
+    graph = node.serve("--role", "graph", "--graph", "echo",
+                       "--control-plane", f"{etcd_all},{nats_all}", *extra)  # fmt: skip
     try:
         deadline = time.monotonic() + 90
         state: dict = {}
