@@ -300,6 +300,7 @@ def test_dry_run_of_a_cluster_member_shows_the_clustered_argv(dynix, tmp_path):
     conf = proc.stdout.split(f"# {state}/nats.conf\n", 1)[1].split("\n# ", 1)[0]
     assert conf.split() == ["jetstream", "{", "domain:", '"dynix"', "}", "leafnodes", "{",
                             "host:", '"10.231.0.2"', "port:", "7422", "}"]  # fmt: skip
+    assert nats_server_accepts(conf, tmp_path / "member.conf")
     assert "ports: nats client 10.231.0.2:4222, nats monitoring 10.231.0.2:8222, nats cluster " \
         "10.231.0.2:6222, nats leaf nodes 10.231.0.2:7422" in out  # fmt: skip
     assert not state.exists()
@@ -308,6 +309,17 @@ def test_dry_run_of_a_cluster_member_shows_the_clustered_argv(dynix, tmp_path):
                   "--cluster", "10.231.0.3,10.231.0.1,10.231.0.2", "--state-dir", state,
                   "--dry-run")  # fmt: skip
     assert f"--initial-cluster-token {token} " in other.stdout
+
+
+def nats_server_accepts(text: str, path: Path) -> bool:
+    """Whether nats-server itself (`-t`) takes `text` as its config file."""
+    path.write_text(text)
+    result = subprocess.run(
+        [shutil.which("nats-server") or "nats-server", "-t", "-c", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return "is valid" in result.stdout + result.stderr
 
 
 def test_graph_dry_run_with_every_member_runs_a_local_forwarder_and_leaf(dynix, tmp_path):
@@ -325,7 +337,9 @@ def test_graph_dry_run_with_every_member_runs_a_local_forwarder_and_leaf(dynix, 
     leaf = out.split(f"# {tmp_path}/nats-leaf.conf\n", 1)[1].split("\n# ", 1)[0]
     assert 'remotes: [{ urls: ["nats-leaf://10.231.0.1:7422", "nats-leaf://10.231.0.2:7422"] }]' \
         in leaf  # fmt: skip
-    assert 'default_js_domain {\n  $G: "dynix"' in leaf or '"$G": "dynix"' in leaf, leaf
+    assert 'default_js_domain {\n  "$G": "dynix"\n}' in leaf, leaf
+    assert 'ping_interval: "2s"' in leaf
+    assert nats_server_accepts(leaf, tmp_path / "leaf.conf")
     # Told not to: every member's etcd, one NATS server (Dynamo 0.2.0 takes one).
     config = tmp_path / "direct.toml"
     config.write_text("[serve.control-plane]\nlocal-proxy = false\n")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import socket
 import sys
@@ -406,7 +407,8 @@ def nats_conf(conf: dict[str, Any], indent: int = 0) -> str:
     lists of tables or strings)."""
     pad = "  " * indent
     lines = []
-    for key, value in conf.items():
+    for name, value in conf.items():
+        key = name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else json.dumps(name)
         if isinstance(value, dict):
             lines += [f"{pad}{key} {{", nats_conf(value, indent + 1).rstrip("\n"), f"{pad}}}"]
         elif isinstance(value, list):
@@ -439,6 +441,10 @@ def proxy_components(config: StackConfig, state: Path, nats_server: str) -> list
         # Dynamo's clients use JetStream's default API subjects: map them to the members'
         # JetStream domain across the leaf connection.
         "default_js_domain": {"$G": JETSTREAM_DOMAIN},
+        # A member cut off (its link down, not its process killed) is noticed within ~6 s,
+        # not the default 4 minutes, and the leaf moves to another.
+        "ping_interval": "2s",
+        "ping_max": 3,
         "leafnodes": {
             "remotes": [{"urls": [f"nats-leaf://{m}:{cp.nats_leaf_port}" for m in members]}]
         },
