@@ -246,6 +246,29 @@ def test_the_control_plane_host_the_frontend_host_uses_lost_under_load(six, tmp_
     bring_back(six, victim)
 
 
+def test_the_control_plane_host_the_frontend_host_uses_cut_off_under_load(six, tmp_path):
+    """Its link down, not its processes killed: the leaf and the forwarder notice within
+    seconds and move on; requests fail, none is lost; back on the network it rejoins."""
+    victim = next(n for n in CONTROL if six[n].address in etcd_members_used(six["fe"]))
+    running = load(six["fe"], tmp_path / "cut.json", seconds=24, rate=RATE)
+    time.sleep(4)
+    six[victim].set_link(False)
+    records = running.finish()
+    six[victim].set_link(True)
+    report("control-plane host cut off under load (the frontend host's)", summary(records, 4.0))
+    assert outcomes(records).get("lost", 0) == 0, [r for r in records if r["outcome"] == "lost"]
+    late = [r for r in records if r["at"] > 4 + 15]
+    assert late and {r["outcome"] for r in late} == {"answered"}
+    wait_graph_nodes_ready(six)
+    deadline = time.monotonic() + 30
+    while True:  # its etcd member catches up and its NATS routes come back
+        health = etcdctl(six[victim], "endpoint", "health", "--cluster", "-w", "json")
+        if [e["health"] for e in json.loads(health)] == [True] * 3:
+            break
+        assert time.monotonic() < deadline, health
+        time.sleep(0.5)
+
+
 UPSTREAM_LLM = REPO.parent / "shared" / "upstream" / "dynamo-v0.2.0" / "examples" / "llm"
 
 # Dynamo 0.2.0's own queue (examples/llm utils/nats_queue.py, as the vLLM workers use it): make

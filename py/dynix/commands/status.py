@@ -52,6 +52,9 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     )
     if data.get("frontend"):
         click.echo(f"frontend: {data['frontend']}")
+    here = data.get("services_here")
+    if isinstance(here, list) and here:
+        click.echo(f"services here: {', '.join(map(str, here))}")
     rows = []
     for component in data.get("components", []):
         ports = ", ".join(f"{k} {v}" for k, v in component.get("ports", {}).items())
