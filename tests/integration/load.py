@@ -27,7 +27,10 @@ SHORT = "a short prompt"
 def one(client: openai.OpenAI, number: int, t0: float) -> dict:
     prompt = LONG if number % 2 == 0 else SHORT
     start = time.monotonic()
-    record = {"n": number, "kind": "long" if prompt is LONG else "short", "at": start - t0}
+    # "at": seconds since the load began; "t": the start on CLOCK_MONOTONIC, which every
+    # process on the machine shares, for lining requests up with a fault.
+    record = {"n": number, "kind": "long" if prompt is LONG else "short", "at": start - t0,
+              "t": start}  # fmt: skip
     try:
         answer = client.chat.completions.create(
             model="echo", messages=[{"role": "user", "content": prompt}]

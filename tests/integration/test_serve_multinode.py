@@ -147,11 +147,13 @@ def test_the_frontend_listens_on_the_advertised_address_and_prefill_hosts_have_n
                f"{six[name].address}" in six[name].log_text()  # fmt: skip
 
 
-def summary(records: list[dict], at: float) -> str:
-    """One line for the log: outcomes, and where the non-answers fell relative to `at`."""
+def summary(records: list[dict], fault: float) -> str:
+    """One line for the log: outcomes, and when the requests not answered were sent and
+    ended, in seconds from the fault (`fault` on CLOCK_MONOTONIC)."""
     bad = [r for r in records if r["outcome"] != "answered"]
-    span = f", not answered from {min(r['at'] for r in bad) - at:+.1f} s to " \
-           f"{max(r['at'] + r['seconds'] for r in bad) - at:+.1f} s" if bad else ""  # fmt: skip
+    span = f", not answered: sent from {min(r['t'] for r in bad) - fault:+.1f} s to " \
+           f"{max(r['t'] for r in bad) - fault:+.1f} s, the last ending " \
+           f"{max(r['t'] + r['seconds'] for r in bad) - fault:+.1f} s" if bad else ""  # fmt: skip
     return f"{outcomes(records)}{span}"
 
 
@@ -171,12 +173,13 @@ def etcd_members_used(host: Host) -> set[str]:
 
 
 def lose_member_under_load(six, tmp_path: Path, victim: str, name: str) -> list[dict]:
-    """Kill control-plane host `victim` 4 s into 16 s of paced load; the load's records."""
-    running = load(six["fe"], tmp_path / f"{name}.json", seconds=16, rate=RATE)
+    """Kill control-plane host `victim` 4 s into 22 s of paced load; the load's records."""
+    running = load(six["fe"], tmp_path / f"{name}.json", seconds=22, rate=RATE)
     time.sleep(4)
+    fault = time.monotonic()
     six[victim].kill()
     records = running.finish()
-    report(f"control-plane host lost under load ({name})", summary(records, 4.0))
+    report(f"control-plane host lost under load ({name})", summary(records, fault))
     assert outcomes(records).get("lost", 0) == 0, [r for r in records if r["outcome"] == "lost"]
     return records
 
@@ -237,8 +240,9 @@ def test_the_control_plane_host_the_frontend_host_uses_lost_under_load(six, tmp_
     victim = next(n for n in CONTROL if six[n].address in etcd_members_used(six["fe"]))
     records = lose_member_under_load(six, tmp_path, victim, "the frontend host's")
     failed = [r for r in records if r["outcome"] == "failed"]
-    assert len(failed) < len(records) / 2
     assert all(2 < r["at"] + r["seconds"] < 4 + 15 for r in failed), failed
+    late = [r for r in records if r["at"] > 4 + 15]  # back within 15 s
+    assert late and {r["outcome"] for r in late} == {"answered"}
     wait_graph_nodes_ready(six)
     after = load(six["fe"], tmp_path / "after.json", count=20).finish()
     assert outcomes(after) == {"answered": 20}
@@ -252,21 +256,32 @@ def test_the_control_plane_host_the_frontend_host_uses_cut_off_under_load(six, t
     victim = next(n for n in CONTROL if six[n].address in etcd_members_used(six["fe"]))
     running = load(six["fe"], tmp_path / "cut.json", seconds=24, rate=RATE)
     time.sleep(4)
+    fault = time.monotonic()
     six[victim].set_link(False)
     records = running.finish()
     six[victim].set_link(True)
-    report("control-plane host cut off under load (the frontend host's)", summary(records, 4.0))
+    report("control-plane host cut off under load (the frontend host's)", summary(records, fault))
     assert outcomes(records).get("lost", 0) == 0, [r for r in records if r["outcome"] == "lost"]
     late = [r for r in records if r["at"] > 4 + 15]
     assert late and {r["outcome"] for r in late} == {"answered"}
     wait_graph_nodes_ready(six)
     deadline = time.monotonic() + 30
-    while True:  # its etcd member catches up and its NATS routes come back
-        health = etcdctl(six[victim], "endpoint", "health", "--cluster", "-w", "json")
-        if [e["health"] for e in json.loads(health)] == [True] * 3:
-            break
-        assert time.monotonic() < deadline, health
+    while not healed(six, victim):  # its etcd member catches up, its NATS routes come back
+        assert time.monotonic() < deadline, six[victim].log_text()[-2000:]
         time.sleep(0.5)
+
+
+def healed(six, name: str) -> bool:
+    """Every etcd member healthy, and `name`'s NATS routed to both others with a JetStream
+    meta leader."""
+    host = six[name]
+    health = etcdctl(host, "endpoint", "health", "--cluster", "-w", "json")
+    if [e["health"] for e in json.loads(health)] != [True] * 3:
+        return False
+    monitor = f"http://{host.address}:8222"
+    routes = json.loads(host.run(sys.executable, "-c", GET, f"{monitor}/routez"))
+    jsz = json.loads(host.run(sys.executable, "-c", GET, f"{monitor}/jsz"))
+    return routes["num_routes"] == 2 and bool((jsz.get("meta_cluster") or {}).get("leader"))
 
 
 UPSTREAM_LLM = REPO.parent / "shared" / "upstream" / "dynamo-v0.2.0" / "examples" / "llm"
@@ -312,7 +327,10 @@ def test_the_prefill_queue_survives_its_members_loss_only_when_replicated(six):
     if not UPSTREAM_LLM.is_dir():
         pytest.skip(f"no upstream copy of Dynamo v0.2.0's examples/llm at {UPSTREAM_LLM}")
     fe, leaf = six["fe"], "nats://127.0.0.1:14222"
-    assert queue(fe, "one_replica") == "queued"  # Dynamo makes it: one replica
+    deadline = time.monotonic() + 20  # JetStream through the leaf, after the faults before
+    while (answer := queue(fe, "one_replica")) != "queued":  # Dynamo makes it: one replica
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
     assert fe.run(sys.executable, "-c", ENSURE, leaf, "three_replicas", "3").strip() == (
         "stream three_replicas created with 3 replicas"
     )
@@ -338,9 +356,10 @@ def lose_prefill_host(six, tmp_path: Path, name: str, label: str) -> list[dict]:
     flight there failed, none near the timeout; the long prompts sent 6 s after the kill."""
     running = load(six["fe"], tmp_path / f"{name}.json", seconds=10, rate=RATE)
     time.sleep(3)
+    fault = time.monotonic()
     six[name].kill()
     records = running.finish()
-    report(label, summary(records, 3.0))
+    report(label, summary(records, fault))
     assert outcomes(records).get("lost", 0) == 0
     assert outcomes(records).get("failed", 0) <= 4
     assert max(r["seconds"] for r in records) < 15
