@@ -7,6 +7,7 @@ rendered Dynamo config is compared with the keys of Dynamo v0.2.0's own examples
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from serve_stack import stack_ports, write_config
+from serve_stack import port_free, stack_ports, write_config
 
 import conftest
 from conftest import PATCHES, REPO, one_line_error
@@ -384,3 +385,46 @@ def test_an_advertised_address_not_on_this_machine_is_refused(dynix, tmp_path):
                  "--cluster", "192.0.2.7,192.0.2.8", "--state-dir", tmp_path / "s",
                  timeout=60)  # fmt: skip
     assert "192.0.2.7 (nats client) is not an address of this machine" in one_line_error(proc)
+
+
+@pytest.mark.parametrize("folder", ["leases", "node"])
+def test_a_link_planted_for_a_node_folder_is_refused_and_what_started_stops(
+    dynix, tmp_path, folder
+):
+    """`leases/` is made before anything starts, `node/` (the graph module's folder) just
+    before the graph: either way the link is not followed, and nats and etcd, if started,
+    stop again."""
+    ports = stack_ports()
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "dynix.toml", state, ports, graph="echo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    state.mkdir()
+    (state / folder).symlink_to(elsewhere)
+    proc = dynix("serve", "--config", config, timeout=90)
+    error = one_line_error(proc)
+    assert f"{state / folder} is a symbolic link" in error
+    assert list(elsewhere.iterdir()) == []
+    assert all(port_free(p) for p in ports.values())
+    if folder == "node":  # nats and etcd had started: the stack says it failed
+        assert json.loads((state / "state.json").read_text())["status"] == "failed"
+
+
+def test_graph_node_advertise_checks(dynix, tmp_path):
+    """An --advertise that is no address here is named as such; one that is, but not where
+    Dynamo's processes would take response streams, is refused naming both."""
+    members = "http://127.0.0.1:1,nats://127.0.0.1:2"
+    port = str(stack_ports()["port"])  # free ones, wherever the test runs
+    graph = ("serve", "--role", "graph", "--graph", "echo", "--port", port,
+             "--control-plane", members)  # fmt: skip
+    proc = dynix(*graph, "--state-dir", tmp_path / "a", "--advertise", "192.0.2.254")
+    assert "192.0.2.254 (frontend) is not an address of this machine" in one_line_error(proc)
+    from dynix.serve import host
+
+    found = host.response_address()
+    if found is None or found.startswith("127."):
+        pytest.skip("no non-loopback address to compare with")
+    proc = dynix(*graph, "--state-dir", tmp_path / "b", "--advertise", "127.0.0.1")
+    error = one_line_error(proc)
+    assert f"would tell other nodes to send responses to {found}" in error
+    assert "not 127.0.0.1" in error

@@ -104,9 +104,10 @@ class Stack:
                     state.check_not_running(plan.state_dir, GRAPH_GRACE)
                     if plan.rendered is not None:
                         host.require_non_loopback_ipv4()
-                        if self.config.advertise:
-                            host.check_response_address(self.config.advertise)
+                    # An address not of this machine is named by the port check first.
                     host.check_ports([p for c in plan.components for p in c.ports])
+                    if plan.rendered is not None and self.config.advertise:
+                        host.check_response_address(self.config.advertise)
                 except BaseException:
                     if fresh:
                         state.unclaim(plan.state_dir)
