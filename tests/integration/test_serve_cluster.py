@@ -256,33 +256,35 @@ def test_a_graph_node_takes_every_member_and_works_with_one_down(cluster, tmp_pa
     etcd_all = ",".join(f"http://{a}:2379" for a in ADDRESSES)
     nats_all = ",".join(f"nats://{a}:4222" for a in ADDRESSES)
     first.kill()  # the first of each list is down
-    put_within(second, "dynix-test/without-1", "a leader again", 15)
-    # What Dynamo 0.2.0 accepts: several etcd endpoints, but one NATS URL only (a list fails
-    # to connect).
-    etcd_up = f"http://{second.address}:2379,http://{third.address}:2379"
-    ok, err = dynamo_connects(third.ns, etcd_up, f"nats://{third.address}:4222")
-    assert ok, err
-    ok, err = dynamo_connects(third.ns, etcd_up, nats_all)
-    assert not ok
-    assert "Failed to connect to NATS server" in err
-    # Given a stopped member among the etcd endpoints it fails to start about half the time
-    # (its first request goes to any of them): dynix gives it only the members that answer.
-    assert any(
-        not dynamo_connects(third.ns, etcd_all, f"nats://{third.address}:4222")[0]
-        for _ in range(12)  # stops at the first failure
-    ), "Dynamo now starts with a stopped etcd member listed: dynix could pass it every one"
-    # By default the graph node runs its own etcd forwarder and NATS leaf and gives Dynamo
-    # those; told not to, it gives Dynamo the etcd members that answer and the NATS server on
-    # its machine.
-    direct = tmp_path / "direct.toml"
-    direct.write_text("[serve.control-plane]\nlocal-proxy = false\n")
-    for case, extra, etcd_env, nats_env in [
-        ("proxied", [], "http://127.0.0.1:23790", "nats://127.0.0.1:14222"),
-        ("direct", ["--config", str(direct)], etcd_up, f"nats://{third.address}:4222"),
-    ]:
-        run_graph_node(cluster, tmp_path / case, extra, etcd_all, nats_all, etcd_env, nats_env)
-    start(first)
-    wait_ready([first])
+    try:
+        put_within(second, "dynix-test/without-1", "a leader again", 15)
+        # What Dynamo 0.2.0 accepts: several etcd endpoints, but one NATS URL only (a list fails
+        # to connect).
+        etcd_up = f"http://{second.address}:2379,http://{third.address}:2379"
+        ok, err = dynamo_connects(third.ns, etcd_up, f"nats://{third.address}:4222")
+        assert ok, err
+        ok, err = dynamo_connects(third.ns, etcd_up, nats_all)
+        assert not ok
+        assert "Failed to connect to NATS server" in err
+        # Given a stopped member among the etcd endpoints it fails to start about half the time
+        # (its first request goes to any of them): dynix gives it only the members that answer.
+        assert any(
+            not dynamo_connects(third.ns, etcd_all, f"nats://{third.address}:4222")[0]
+            for _ in range(30)  # stops at the first failure; 12 have all started once
+        ), "Dynamo now starts with a stopped etcd member listed: dynix could pass it every one"
+        # By default the graph node runs its own etcd forwarder and NATS leaf and gives Dynamo
+        # those; told not to, it gives Dynamo the etcd members that answer and the NATS server on
+        # its machine.
+        direct = tmp_path / "direct.toml"
+        direct.write_text("[serve.control-plane]\nlocal-proxy = false\n")
+        for case, extra, etcd_env, nats_env in [
+            ("proxied", [], "http://127.0.0.1:23790", "nats://127.0.0.1:14222"),
+            ("direct", ["--config", str(direct)], etcd_up, f"nats://{third.address}:4222"),
+        ]:
+            run_graph_node(cluster, tmp_path / case, extra, etcd_all, nats_all, etcd_env, nats_env)
+    finally:  # back with its data, whatever happened: the next test needs all three
+        start(first)
+        wait_ready([first])
     assert member_names(first) == NAMES
 
 
