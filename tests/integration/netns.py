@@ -19,6 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+GET = (
+    "import sys, urllib.request; "
+    "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+)
+
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], text=True, capture_output=True, check=check)
@@ -48,6 +53,10 @@ class Host:
             raise AssertionError(f"{' '.join(argv)} on {self.name}: {result.returncode}\n"
                                  f"{result.stderr[-2000:]}")  # fmt: skip
         return result.stdout
+
+    def get_json(self, url: str) -> dict:
+        """GET `url` from this host; its JSON."""
+        return json.loads(self.run(sys.executable, "-c", GET, url))
 
     def popen(self, *argv: str, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(
@@ -108,6 +117,18 @@ class Host:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+def etcdctl(host: Host, *args: str, check: bool = True) -> str:
+    """`etcdctl` on `host`, against the etcd member listening on its address."""
+    return host.run("etcdctl", "--endpoints", f"http://{host.address}:2379",
+                    "--command-timeout", "5s", *args, check=check)  # fmt: skip
+
+
+def member_names(host: Host) -> list[str]:
+    """The names of the etcd cluster's members, asked on `host`."""
+    data = json.loads(etcdctl(host, "member", "list", "-w", "json"))
+    return sorted(m["name"] for m in data["members"])
 
 
 def wait_ready(hosts: list[Host], timeout: float = 90) -> float:

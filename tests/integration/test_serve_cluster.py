@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import Host, network, wait_ready
+from netns import Host, etcdctl, member_names, network, wait_ready
 
 from conftest import test_env as dynix_env
 
@@ -34,33 +34,6 @@ pytestmark = [
 
 
 Member = Host
-
-
-def run_in(ns: str, *argv: str, timeout: float = 20, check: bool = True) -> str:
-    """Run `argv` inside namespace `ns` and return its stdout."""
-    result = subprocess.run(
-        ["ip", "netns", "exec", ns, *argv],
-        text=True, capture_output=True, timeout=timeout, env=dynix_env(),
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} in {ns}: {result.returncode}\n{result.stderr}")
-    return result.stdout
-
-
-def get_json(ns: str, url: str) -> dict:
-    code = (
-        "import json, sys, urllib.request\n"
-        "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
-    )
-    return json.loads(run_in(ns, sys.executable, "-c", code, url))
-
-
-def etcdctl(member: Member, *args: str, check: bool = True) -> str:
-    endpoint = f"http://{member.address}:2379"
-    return run_in(
-        member.ns, "etcdctl", "--endpoints", endpoint, "--command-timeout", "5s", *args,
-        check=check,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +66,6 @@ def cluster(hosts):
                 member.proc.wait(20)
 
 
-def member_names(member: Member) -> list[str]:
-    data = json.loads(etcdctl(member, "member", "list", "-w", "json"))
-    return sorted(m["name"] for m in data["members"])
-
-
 NAMES = sorted(f"dynix-{a.replace('.', '-')}" for a in ADDRESSES)
 
 
@@ -105,9 +73,9 @@ def test_three_members_form_one_etcd_and_one_nats_jetstream_cluster(cluster):
     first, _, third = cluster
     for member in cluster:
         assert member_names(member) == NAMES
-        routes = get_json(member.ns, f"http://{member.address}:8222/routez")
+        routes = member.get_json(f"http://{member.address}:8222/routez")
         assert routes["num_routes"] == 2
-        jsz = get_json(member.ns, f"http://{member.address}:8222/jsz")
+        jsz = member.get_json(f"http://{member.address}:8222/jsz")
         assert jsz["meta_cluster"]["leader"] in NAMES
         assert "dynix: etcd: quorum (etcd has a leader)" in member.log_text()
         assert "dynix: nats: quorum (nats has 2 route(s), JetStream meta leader" in (
@@ -148,19 +116,15 @@ asyncio.run(main())
 def test_a_message_published_on_member_1_is_received_on_member_3(cluster):
     pytest.importorskip("nats", reason="needs nats-py (installed with ai-dynamo)")
     first, _, third = cluster
-    subscriber = subprocess.Popen(
-        ["ip", "netns", "exec", third.ns, sys.executable, "-c", NATS_SUBSCRIBE,
-         f"nats://{third.address}:4222"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dynix_env(),
-    )  # fmt: skip
+    subscriber = third.popen(sys.executable, "-c", NATS_SUBSCRIBE,
+                             f"nats://{third.address}:4222",
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         assert subscriber.stdout is not None
         assert subscriber.stdout.readline() == "subscribed\n", subscriber.stderr.read()
-        publisher = subprocess.Popen(
-            ["ip", "netns", "exec", first.ns, sys.executable, "-c", NATS_PUBLISH,
-             f"nats://{first.address}:4222"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dynix_env(),
-        )  # fmt: skip
+        publisher = first.popen(sys.executable, "-c", NATS_PUBLISH,
+                                f"nats://{first.address}:4222",
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
         try:
             out, err = subscriber.communicate(timeout=20)
             assert out == "from member 1\n", err
@@ -174,9 +138,7 @@ def test_a_message_published_on_member_1_is_received_on_member_3(cluster):
 
 def test_every_member_listens_on_its_advertised_address_only(cluster):
     for member in cluster:
-        listening = [
-            line.split()[3] for line in run_in(member.ns, "ss", "-ltnH").splitlines() if line
-        ]
+        listening = [line.split()[3] for line in member.run("ss", "-ltnH").splitlines() if line]
         assert sorted(listening) == sorted(
             f"{member.address}:{port}" for port in (2379, 2380, 4222, 6222, 7422, 8222)
         )
@@ -191,7 +153,7 @@ def test_a_killed_member_leaves_a_quorum_and_rejoins_with_its_data(cluster):
     assert etcdctl(third, "get", "dynix-test/while-2-was-down", "--print-value-only") == (
         "still a quorum\n"
     )
-    jsz = get_json(third.ns, f"http://{third.address}:8222/jsz")
+    jsz = third.get_json(f"http://{third.address}:8222/jsz")
     assert jsz["meta_cluster"]["leader"] in NAMES
     start(second)  # the same state dir: etcd finds its data and rejoins
     wait_ready([second])
@@ -199,14 +161,14 @@ def test_a_killed_member_leaves_a_quorum_and_rejoins_with_its_data(cluster):
     assert etcdctl(second, "get", "dynix-test/while-2-was-down", "--print-value-only") == (
         "still a quorum\n"
     )
-    health = run_in(
-        second.ns, "etcdctl", "--endpoints", ",".join(f"http://{a}:2379" for a in ADDRESSES),
+    health = second.run(
+        "etcdctl", "--endpoints", ",".join(f"http://{a}:2379" for a in ADDRESSES),
         "endpoint", "health", "-w", "json",
     )  # fmt: skip
     assert sorted((e["endpoint"], e["health"]) for e in json.loads(health)) == [
         (f"http://{a}:2379", True) for a in ADDRESSES
     ]
-    assert get_json(second.ns, f"http://{second.address}:8222/routez")["num_routes"] == 2
+    assert second.get_json(f"http://{second.address}:8222/routez")["num_routes"] == 2
 
 
 def put_within(member: Member, key: str, value: str, seconds: float) -> None:
@@ -333,7 +295,7 @@ def run_graph_node(cluster, folder, extra, etcd_all, nats_all, etcd_env, nats_en
         assert (environ["ETCD_ENDPOINTS"], environ["NATS_SERVER"]) == (etcd_env, nats_env)
         assert state["etcd"] == etcd_all.split(",")
         url = "http://127.0.0.1:8000/v1/chat/completions"
-        assert run_in(third.ns, sys.executable, "-c", CHAT, url, "across the cluster") == (
+        assert third.run(sys.executable, "-c", CHAT, url, "across the cluster") == (
             "across the cluster\n"
         )
         keys = etcdctl(second, "get", "--prefix", "--keys-only", "public/components/http/models/")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import Host, network, wait_ready
+from netns import Host, etcdctl, member_names, network, wait_ready
 
 from conftest import REPO
 from conftest import test_env as dynix_env
@@ -115,11 +115,6 @@ def where(record: dict) -> tuple[str, str]:
     return parts[1], parts[4]
 
 
-def etcdctl(host: Host, *args: str) -> str:
-    return host.run("etcdctl", "--endpoints", f"http://{host.address}:2379",
-                    "--command-timeout", "5s", *args)  # fmt: skip
-
-
 def registrations(host: Host) -> list[str]:
     keys = etcdctl(host, "get", "--prefix", "", "--keys-only").split()
     return sorted(k for k in keys if k.startswith(("dynix/", "public/")))
@@ -161,11 +156,6 @@ def report(what: str, text: str) -> None:
     print(f"\n{what}: {text}", file=sys.stderr)
 
 
-def member_names(host: Host) -> list[str]:
-    data = json.loads(etcdctl(host, "member", "list", "-w", "json"))
-    return sorted(m["name"] for m in data["members"])
-
-
 def etcd_members_used(host: Host) -> set[str]:
     """The members the host's etcd forwarder has connections to now."""
     lines = host.run("ss", "-tnH", "state", "established", "( dport = :2379 )").splitlines()
@@ -192,8 +182,7 @@ def bring_back(six, victim: str) -> None:
     assert member_names(six[victim]) == names
     health = etcdctl(six[victim], "endpoint", "health", "--cluster", "-w", "json")
     assert [e["health"] for e in json.loads(health)] == [True] * 3
-    routez = six[victim].run(sys.executable, "-c", GET, f"http://{six[victim].address}:8222/routez")
-    assert json.loads(routez)["num_routes"] == 2
+    assert six[victim].get_json(f"http://{six[victim].address}:8222/routez")["num_routes"] == 2
     wait_graph_nodes_ready(six)
 
 
@@ -215,12 +204,6 @@ def wait_graph_nodes_ready(six, timeout: float = 30) -> None:
             for n in ("fe", "pf1", "pf2")
         }
         time.sleep(0.3)
-
-
-GET = (
-    "import sys, urllib.request; "
-    "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
-)
 
 
 def test_a_control_plane_host_the_frontend_host_does_not_use_lost_under_load(six, tmp_path):
@@ -279,8 +262,7 @@ def healed(six, name: str) -> bool:
     if [e["health"] for e in json.loads(health)] != [True] * 3:
         return False
     monitor = f"http://{host.address}:8222"
-    routes = json.loads(host.run(sys.executable, "-c", GET, f"{monitor}/routez"))
-    jsz = json.loads(host.run(sys.executable, "-c", GET, f"{monitor}/jsz"))
+    routes, jsz = host.get_json(f"{monitor}/routez"), host.get_json(f"{monitor}/jsz")
     return routes["num_routes"] == 2 and bool((jsz.get("meta_cluster") or {}).get("leader"))
 
 
