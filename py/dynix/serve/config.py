@@ -167,6 +167,16 @@ class ControlPlane:
         return [u.strip() for u in self.nats.split(",") if u.strip()]
 
     @property
+    def local_etcd_url(self) -> str:
+        """A graph node's etcd forwarder, which Dynamo is given when proxied."""
+        return f"http://127.0.0.1:{self.local_etcd_port}"
+
+    @property
+    def local_nats_url(self) -> str:
+        """A graph node's NATS leaf, which Dynamo is given when proxied."""
+        return f"nats://127.0.0.1:{self.local_nats_port}"
+
+    @property
     def proxied(self) -> bool:
         """Whether a graph node joining this control plane runs the local etcd proxy and NATS
         leaf: when it joins several members and is not told otherwise."""

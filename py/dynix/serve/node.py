@@ -29,6 +29,8 @@ from ..errors import DynixError
 from . import render
 
 MODULE = "dynix_node_graph"
+FOLDER = "node"  # under the state dir: the module, put on the import path
+LEASES = "leases"  # under the state dir: the lease records
 LEASES_ENV = "DYNIX_LEASES"
 
 # Where each service is defined: Dynamo's examples/llm, and dynix's echo graph.

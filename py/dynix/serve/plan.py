@@ -62,12 +62,8 @@ class Plan:
     prefill_queue: tuple[str, int] | None = None  # (stream, replicas) made before the graph
 
     @property
-    def node_module(self) -> Path:
-        return self.state_dir / "node" / f"{node.MODULE}.py"
-
-    @property
     def leases_dir(self) -> Path:
-        return self.state_dir / "leases"
+        return self.state_dir / node.LEASES
 
     @property
     def runs_frontend(self) -> bool:
@@ -432,12 +428,12 @@ def proxy_components(config: StackConfig, state: Path, nats_server: str) -> list
     answers when they start or restart."""
     cp = config.control_plane
     members = [urllib.parse.urlsplit(u).hostname or "" for u in cp.nats_urls]
-    node_name = config.advertise or socket.gethostname()
+    name = node_name(config)
     leaf = {
         "host": "127.0.0.1",
         "port": cp.local_nats_port,
         "http": f"127.0.0.1:{cp.local_nats_monitor_port}",
-        "server_name": member_name(node_name).replace("dynix-", "dynix-leaf-", 1),
+        "server_name": member_name(name).replace("dynix-", "dynix-leaf-", 1),
         # Dynamo's clients use JetStream's default API subjects: map them to the members'
         # JetStream domain across the leaf connection.
         "default_js_domain": {"$G": JETSTREAM_DOMAIN},
@@ -459,11 +455,11 @@ def proxy_components(config: StackConfig, state: Path, nats_server: str) -> list
                 "dynix.serve.forward",
                 f"127.0.0.1:{cp.local_etcd_port}",
                 ",".join(cp.etcd_urls),
-                str(zlib.crc32(node_name.encode()) % len(cp.etcd_urls)),  # spread the nodes
+                str(zlib.crc32(name.encode()) % len(cp.etcd_urls)),  # spread the nodes
             ],
             env={"PYTHONPATH": str(package_root)},  # stdlib only, wherever dynix runs from
             ports=[host.Port("etcd proxy", "127.0.0.1", cp.local_etcd_port)],
-            health_url=f"http://127.0.0.1:{cp.local_etcd_port}/health",
+            health_url=f"{cp.local_etcd_url}/health",
             peers=len(cp.etcd_urls),
         ),
         Component(
@@ -483,8 +479,7 @@ def proxy_components(config: StackConfig, state: Path, nats_server: str) -> list
 def graph_env(config: StackConfig) -> dict[str, str]:
     cp = config.control_plane
     if cp.proxied:
-        etcd_endpoints = f"http://127.0.0.1:{cp.local_etcd_port}"
-        nats_server = f"nats://127.0.0.1:{cp.local_nats_port}"
+        etcd_endpoints, nats_server = cp.local_etcd_url, cp.local_nats_url
     else:
         # Dynamo 0.2.0 splits ETCD_ENDPOINTS on commas (its etcd client takes every member)
         # but hands NATS_SERVER to its NATS client as one URL.
@@ -519,16 +514,21 @@ def frontend_bind(config: StackConfig, examples: Path | None) -> str:
     return "0.0.0.0"
 
 
+def node_name(config: StackConfig) -> str:
+    """How the node is known to others: its advertised address, else its host name."""
+    return config.advertise or socket.gethostname()
+
+
 def node_env(config: StackConfig, state: Path) -> dict[str, str]:
     """What the node's graph module needs: itself on the import path (before the caller's
     own), the folder its processes record their leases in, and the node's name."""
-    path = [str(state / "node")]
+    path = [str(state / node.FOLDER)]
     if os.environ.get("PYTHONPATH"):
         path.append(os.environ["PYTHONPATH"])
     return {
         "PYTHONPATH": os.pathsep.join(path),
-        node.LEASES_ENV: str(state / "leases"),
-        "DYNIX_NODE": config.advertise or socket.gethostname(),
+        node.LEASES_ENV: str(state / node.LEASES),
+        "DYNIX_NODE": node_name(config),
     }
 
 
@@ -549,7 +549,7 @@ def graph_component(
         ports.insert(0, host.Port("frontend", frontend_bind(config, examples), config.port))
     return Component(
         name="graph",
-        files={f"node/{node.MODULE}.py": node.module_text(here)},
+        files={f"{node.FOLDER}/{node.MODULE}.py": node.module_text(here)},
         argv=[dynamo, "serve", here.target, "-f", str(state / "dynamo.yaml")],
         env={**graph_env(config), **node_env(config, state), **(worker.env if worker else {})},
         cwd=str(examples) if examples else "<examples/llm>",
@@ -608,8 +608,8 @@ def describe(plan: Plan) -> str:
     if plan.component("nats-leaf") is not None:
         out[-1] = (
             f"# control plane: etcd {','.join(plan.etcd_urls)}, nats {','.join(cp.nats_urls)}: "
-            f"reached through this node's etcd forwarder (127.0.0.1:{cp.local_etcd_port}) and "
-            f"NATS leaf (127.0.0.1:{cp.local_nats_port})"
+            f"reached through this node's etcd forwarder ({cp.local_etcd_url}) and "
+            f"NATS leaf ({cp.local_nats_url})"
         )
     out.append("")
     for component in plan.components:

@@ -122,8 +122,8 @@ class Stack:
         state.prepare(plan.state_dir)
         if plan.rendered is not None:
             write_text_atomic(plan.yaml_path, render.to_yaml(plan.rendered), follow=False)
-        if plan.node is not None:
-            self._prepare_node()
+        if plan.node is not None:  # where the node's processes record their leases
+            state.make_folder(plan.leases_dir)
         t0 = time.monotonic()
         try:
             self._start_all()
@@ -199,12 +199,13 @@ class Stack:
         graph = self.plan.component("graph")
         if graph is not None and self.plan.prefill_queue is not None:
             stream, replicas = self.plan.prefill_queue
-            cp = self.config.control_plane
-            done = jetstream.ensure_replicated(
-                f"nats://127.0.0.1:{cp.local_nats_port}", stream, replicas
-            )
+            leaf = self.config.control_plane.local_nats_url
+            done = jetstream.ensure_replicated(leaf, stream, replicas)
             log.info(f"dynix: the prefill queue: {done}")
         if graph is not None:
+            # What an earlier run here left registered (check_not_running has made sure none
+            # of its processes runs), now that etcd answers.
+            self._revoke_leases(dead_only=True)
             self._spawn(self._with_answering_etcd(graph))
             self._write_state()
             self._wait_ready()
@@ -351,21 +352,6 @@ class Stack:
                 return False, f"{service}: {have} of {expected} processes registered in etcd"
         return True, "ready"
 
-    def _prepare_node(self) -> None:
-        """Make the folder the node's processes record their leases in; revoke what an earlier
-        run here left registered."""
-        plan = self.plan
-        state.make_folder(plan.leases_dir)
-        for lease in node.leases(plan.leases_dir):
-            if procs.alive(lease.pid):
-                continue  # check_not_running has made sure it is no process of ours
-            try:
-                if control_plane.revoke_lease(plan.etcd_urls, lease.lease):
-                    log.info(f"dynix: revoked the lease an earlier run's {lease.service} left")
-            except DynixError:
-                pass  # etcd not up yet (it starts below): the lease expires on its own
-            node.forget(plan.leases_dir, lease)
-
     def _fail_if_exited(self, name: str, when: str) -> None:
         running = self.running[name]
         code = running.proc.poll()
@@ -419,9 +405,12 @@ class Stack:
             if (began := procs.started(pid)) is not None and began < dropped
         }
         why = "lost the etcd member its processes used (the forwarder moved on)"
-        if stale and stale >= set(self.expected):
+        if not stale:
+            return
+        if stale >= set(self.expected):
             self._died("graph", why)
-        for service in sorted(stale - self.pending.keys()) if stale < set(self.expected) else []:
+            return
+        for service in sorted(stale - self.pending.keys()):
             self._died(service, why)
 
     def _died(self, name: str, how: str) -> None:
@@ -458,7 +447,7 @@ class Stack:
             for service in self.expected:  # the whole graph comes back: so do they
                 self.pending.pop(service, None)
                 self.recovering.pop(service, None)
-        if name == "graph":  # from the plan again, with the etcd members that answer now
+            # From the plan again, with the etcd members that answer now.
             component = self._with_answering_etcd(self.plan.component("graph") or component)
         self._spawn(component)
         if old.component.health_url:
