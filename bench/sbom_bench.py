@@ -9,8 +9,11 @@ alternating A and B in each round:
   A = `dynix sbom INSTALLABLE -o FILE` (CycloneDX: build no-op, path-info -r, show-derivation
       of the derivations and their inputs, one licence evaluation),
   B = `nix path-info -r --json INSTALLABLE > FILE`.
+  C = `dynix --version`: the start-up of the Python CLI alone, which A pays and B does not.
 Whole-process wall times (start-up included), min / median / max, and the peak resident
 memory of each process (ru_maxrss of the command and what it waited for, as wait4 reports it).
+Python runs with its bytecode cached (in a folder of the run), as an installed dynix has it;
+one run of each command before the timed ones fills that cache.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ def main() -> None:
     )
     env = dict(os.environ, NIX_CONFIG=NIX_CONFIG)
     env["PYTHONPATH"] = str(REPO / "py")
-    print(f"{'paths':>6} {'command':<14} {'min':>6} {'median':>6} {'max':>6}  peak RSS (MiB)")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    print(f"{'paths':>6} {'command':<16} {'min':>6} {'median':>6} {'max':>6}  peak RSS (MiB)")
     with tempfile.TemporaryDirectory(prefix="dynix-sbom-bench.") as tmp:
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         for count in args.paths:
             flake = write_flake(Path(tmp) / f"wide{count}", wide(count, new_kib=1), busybox=busybox)
             installable = f"path:{flake}#default"
@@ -67,20 +72,23 @@ def main() -> None:
             commands = {
                 "dynix sbom": [sys.executable, "-m", "dynix", "sbom", installable],
                 "nix path-info": ["nix", "path-info", "-r", "--json", installable],
+                "dynix --version": [sys.executable, "-m", "dynix", "--version"],
             }
             times: dict[str, list[float]] = {name: [] for name in commands}
             peaks: dict[str, int] = dict.fromkeys(commands, 0)
+            for argv in commands.values():
+                timed(argv, env, Path(tmp) / "out.json")
             for _ in range(args.runs):
                 for name, argv in commands.items():
                     seconds, rss = timed(argv, env, Path(tmp) / "out.json")
                     times[name].append(seconds)
                     peaks[name] = max(peaks[name], rss)
             for name in commands:
-                print(f"{count:>6} {name:<14} {summary(times[name])}  {peaks[name] / 1024:.0f}")
+                print(f"{count:>6} {name:<16} {summary(times[name])}  {peaks[name] / 1024:.0f}")
             ratio = statistics.median(times["dynix sbom"]) / statistics.median(
                 times["nix path-info"]
             )
-            print(f"{count:>6} ratio (median) {ratio:.2f}x")
+            print(f"{count:>6} ratio A/B (median) {ratio:.2f}x")
 
 
 if __name__ == "__main__":

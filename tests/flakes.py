@@ -19,12 +19,12 @@ _HEADER = """{
     let
       nonce = "%(nonce)s";
       bb = system: if system == "aarch64-linux" then "${./bbarm}/busybox" else "${./bb}/busybox";
-      mk = { name, script, system ? "x86_64-linux", refs ? [ ] }: derivation {
+      mk = { name, script, system ? "x86_64-linux", refs ? [ ], attrs ? { } }: derivation ({
         inherit name system nonce;
         builder = bb system;
         args = [ "sh" "-c" script ];
         refs = map toString refs;
-      };
+      } // attrs);
     in %(body)s;
 }
 """
@@ -69,9 +69,10 @@ def wide(count: int, new_kib: int = 0) -> str:
         file = i: if {new_kib} > 0 && i >= {count} * 9 / 10 then built i else small i;
         files = builtins.genList file {count};
         part = builtins.genList (i: builtins.elemAt files i) ({count} * 9 / 10);
+        # the references go in a file: thousands of them overflow one environment variable
         root = name: deps: mk {{
-          inherit name; refs = deps;
-          script = "mkdir $out; for r in $refs; do echo $r; done > $out/refs";
+          inherit name; refs = deps; attrs.passAsFile = [ "refs" ];
+          script = "mkdir $out; tr ' ' '\\n' < $refsPath > $out/refs";
         }};
       in {{
         packages.x86_64-linux = {{ default = root "wide" files; part = root "wide-part" part; }};

@@ -147,14 +147,18 @@ def path_info(
     recursive: bool = False,
     closure_size: bool = False,
     store: str | None = None,
+    system: str | None = None,
     options: Mapping[str, str] | None = None,
 ) -> list[PathInfo]:
-    """`nix path-info --json` for store paths or installables."""
+    """`nix path-info --json` for store paths or installables (built already: path-info builds
+    nothing)."""
     args = ["path-info", "--json"]
     if recursive:
         args.append("--recursive")
     if closure_size:
         args.append("--closure-size")
+    if system:
+        args += ["--system", system]
     data = _json(_nix([*args, *installables(paths)], store=store, options=options))
     return [
         PathInfo(

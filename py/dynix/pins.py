@@ -1,7 +1,8 @@
 """The pins file (`pkgs/pins.toml`): every upstream source that flake.lock does not cover.
 
-This module reads and edits the file with tomlkit, so comments, order and formatting survive,
-and validates it the way `pkgs/pins.nix` reads it. Fetching and hashing is Nix's job
+`PinsFile.load` reads it for editing with tomlkit, so comments, order and formatting survive;
+`PinsFile.read` only reads it (the standard library's faster parser). Both validate it the way
+`pkgs/pins.nix` reads it. Fetching and hashing is Nix's job
 (`dynix.nix`); this module only knows what each pin points at.
 """
 
@@ -12,15 +13,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import tomlkit
-from tomlkit.toml_document import TOMLDocument
 
 from .errors import DynixError
 from .files import read_text, write_text_atomic
-from .tomlfile import line_of, parse
+from .tomlfile import line_of, parse, read
+
+if TYPE_CHECKING:
+    from tomlkit.toml_document import TOMLDocument
 
 UNRESOLVED = "unresolved"
 KINDS = ("pypi", "github", "url", "oci")
@@ -165,20 +166,32 @@ def default_path(start: Path | None = None) -> Path:
 class PinsFile:
     """The parsed pins file; edits keep the document's comments and layout."""
 
-    def __init__(self, path: Path, text: str, doc: TOMLDocument) -> None:
+    def __init__(self, path: Path, text: str, doc: TOMLDocument | dict[str, Any]) -> None:
         self.path = path
         self.text = text
         self.doc = doc
         self.pins = {name: self._validate(name) for name in doc}
 
-    @classmethod
-    def load(cls, path: str | Path) -> PinsFile:
-        path = Path(path)
+    @staticmethod
+    def _text(path: Path) -> str:
         try:
-            text = read_text(path, "pins file")
+            return read_text(path, "pins file")
         except FileNotFoundError:
             raise DynixError(f"cannot read pins file {path}: no such file") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> PinsFile:
+        """The file, to edit and `save`."""
+        path = Path(path)
+        text = cls._text(path)
         return cls(path, text, parse(text, str(path)))
+
+    @classmethod
+    def read(cls, path: str | Path) -> PinsFile:
+        """The file, only to read (faster: no layout kept); `save` refuses."""
+        path = Path(path)
+        text = cls._text(path)
+        return cls(path, text, read(text, str(path)))
 
     # -- validation ---------------------------------------------------------------------
     def _fail(self, name: str, key: str | None, message: str) -> DynixError:
@@ -256,6 +269,10 @@ class PinsFile:
 
     def save(self) -> None:
         """Re-validate the edited document and replace the file in one rename."""
+        import tomlkit
+
+        if not isinstance(self.doc, tomlkit.TOMLDocument):
+            raise TypeError("a pins file opened with PinsFile.read cannot be saved")
         text = tomlkit.dumps(self.doc)
         PinsFile(self.path, text, tomlkit.parse(text))  # never write what we could not read
         write_text_atomic(self.path, text)

@@ -259,3 +259,88 @@ def test_signed_provenance_verifies_with_securesystemslib(dynix, checkout, tmp_p
     nix_key = SSlibKey("builder-1", "ed25519", "ed25519", {"public": raw_public.hex()})
     assert envelope["signatures"][0]["keyid"] == "builder-1"
     Envelope.from_dict(envelope).verify([nix_key], 1)
+
+
+@pytest.fixture
+def nix_calls(monkeypatch):
+    """Run dynix's Nix calls in this process, with the tests' Nix configuration, recording
+    each one's subcommand, start and end."""
+    import time
+
+    import conftest
+    from dynix import process
+
+    for key, value in conftest.test_env().items():
+        monkeypatch.setenv(key, value)
+    for key in ("DYNIX_PINS", "DYNIX_PATCHES"):
+        monkeypatch.delenv(key, raising=False)
+    subcommands = ("build", "eval", "path-info", "show-derivation", "flake", "--version")
+    calls: list[tuple[str, float, float]] = []
+    real = process.run
+
+    def run(argv, **kwargs):
+        start = time.monotonic()
+        try:
+            return real(argv, **kwargs)
+        finally:
+            name = next((a for a in argv if a in subcommands), argv[0])
+            calls.append((name, start, time.monotonic()))
+
+    monkeypatch.setattr(process, "run", run)
+    return calls
+
+
+def render(checkout: Checkout, store: str | None = None) -> bytes:
+    from dynix.sbom import closure, documents, pedigree
+
+    pins, patches_root = pedigree.load_project(None)  # the checkout's, as the CLI finds them
+    found = closure.read([checkout.ref()], store=store, pins=pins, patches_root=patches_root)
+    return documents.render(found, "cyclonedx", created="1970-01-01T00:00:00Z")
+
+
+def test_evaluation_and_closure_run_beside_the_build_once_the_store_is_set_up(
+    dynix, checkout, tmp_path, nix_calls, monkeypatch
+):
+    monkeypatch.chdir(checkout.path)
+    expected = sbom(dynix, checkout, checkout.ref())
+    assert render(checkout) == expected
+    spans = {name: (start, end) for name, start, end in nix_calls}
+    assert {"build", "eval", "path-info", "show-derivation"} <= set(spans)
+    # the evaluation and the closure started before the build ended, and no second path-info
+    assert spans["eval"][0] < spans["build"][1] and spans["path-info"][0] < spans["build"][1]
+    assert [n for n, *_ in nix_calls].count("path-info") == 1
+
+    # A store that does not exist yet: Nix sets it up in the build, before anything beside it.
+    nix_calls.clear()
+    store = str(tmp_path / "store")
+    assert render(checkout, store) == expected
+    spans = {name: (start, end) for name, start, end in nix_calls}
+    assert spans["eval"][0] >= spans["build"][1]
+    # path-info ran once, after the build (nothing was tried beside it)
+    assert [n for n, *_ in nix_calls].count("path-info") == 1
+    assert spans["path-info"][0] >= spans["build"][1]
+
+
+def test_a_licence_walk_that_fails_beside_the_build_runs_again(
+    dynix, checkout, nix_calls, monkeypatch, capsys
+):
+    """The document does not depend on whether the walk beside the build got through."""
+    import threading
+
+    from dynix import nix as dynix_nix
+
+    monkeypatch.chdir(checkout.path)
+    expected = sbom(dynix, checkout, checkout.ref())
+    real = dynix_nix.eval_json
+    failed = []
+
+    def eval_json(**kwargs):
+        if threading.current_thread() is not threading.main_thread() and not failed:
+            failed.append(kwargs["installable"])
+            raise dynix_nix.NixError(["nix", "eval"], 1, "error: tripped over", what="nix eval")
+        return real(**kwargs)
+
+    monkeypatch.setattr(dynix_nix, "eval_json", eval_json)
+    assert render(checkout) == expected
+    assert failed == [checkout.ref()]
+    assert "not recorded" not in capsys.readouterr().err

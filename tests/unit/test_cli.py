@@ -40,9 +40,16 @@ def test_help_runs_for_every_command(dynix):
 
 
 def test_version(dynix):
+    """The version printed is pyproject.toml's (which Nix reads too) and the installed one."""
+    from importlib.metadata import version
+
+    import tomlkit
+
+    project = tomlkit.parse((conftest.REPO / "pyproject.toml").read_text())["project"]
     proc = dynix("--version")
     assert proc.returncode == 0
-    assert proc.stdout.startswith("dynix, version ")
+    assert proc.stdout == f"dynix, version {project['version']}\n"
+    assert version("dynix") == project["version"]
 
 
 def test_commands_returning_data_offer_json():

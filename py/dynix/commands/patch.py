@@ -58,7 +58,7 @@ def patch(
             raise click.BadParameter(
                 f"the {package} series has no entry pin:{name}", param_hint="--upstream-patch"
             )
-    pins = PinsFile.load(default_path(start=root.parent)).pins if pinned else {}
+    pins = PinsFile.read(default_path(start=root.parent)).pins if pinned else {}
     series = patching.resolve(entries, pins, local)
     planned = patching.plan(tree, series)
     if not dry_run:

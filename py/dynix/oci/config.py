@@ -79,7 +79,7 @@ def split_name(path: str) -> tuple[str, str]:
 def pins_label() -> str | None:
     """A compact JSON summary of pkgs/pins.toml when run inside a checkout, else None."""
     try:
-        pins = PinsFile.load(default_path())
+        pins = PinsFile.read(default_path())
     except DynixError as exc:
         if "no pins file found" not in str(exc):
             log.warn(f"pins not recorded in the image labels: {exc}")

@@ -1,22 +1,28 @@
 """What a closure holds, as Nix reports it: the facts both SBOM formats are written from.
 
 Calls (all through `dynix.nix`): `nix build --json` for installables not already store paths;
-one `nix path-info --json -r` for the runtime closure; `nix show-derivation` of the closure's
+`nix path-info --json -r` for the runtime closure; `nix show-derivation` of the closure's
 derivations and of their direct inputs (to link pins and patches, see `pedigree`); and, for
 flake installables, one `nix eval --json` that collects `meta.license` of the package and of
 every package its derivation takes as input.
+
+The evaluation and a first `nix path-info -r` of the installables themselves run beside the
+build. When the installables are built already (the usual case: an SBOM follows a build), that
+first answer is the closure, once it is checked to be exactly the closure of the roots the build
+names; otherwise path-info runs again on the roots.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
-from .. import log, nix
+from .. import log, nix, process
 from ..errors import DynixError
 from ..nix import PathInfo
 from ..pins import PinsFile
@@ -80,11 +86,40 @@ class Closure:
         return h.hexdigest()
 
 
+T = TypeVar("T")
+
+
+class _Beside(Generic[T]):
+    """A call run in a thread of its own, beside the caller's; `result()` waits for it and
+    raises what it raised."""
+
+    def __init__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self._value = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name="nix", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> T:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
 def resolve_roots(
     installables: Sequence[str], *, system: str | None, store: str | None
-) -> tuple[list[str], dict[str, str]]:
-    """The store paths the installables name (building what needs it), in order, and for each
-    flake installable the first of its outputs."""
+) -> list[str]:
+    """The store paths the installables name (building what needs it), in order."""
     root = os.path.abspath(store) if store else ""
     direct = {i: nix.store_path_of(i, store_root=root) for i in installables}
     for item, path in direct.items():
@@ -93,29 +128,45 @@ def resolve_roots(
     to_build = [i for i in installables if not direct[i]]
     built = iter(nix.build(to_build, store=store, system=system) if to_build else [])
     roots: list[str] = []
-    flake_outputs: dict[str, str] = {}
     for item in installables:
         if path := direct[item]:
             roots.append(path)
-            continue
-        outputs = next(built).outputs
-        paths = [outputs[k] for k in sorted(outputs)]
-        flake_outputs[item] = paths[0]
-        roots += paths
-    return list(dict.fromkeys(roots)), flake_outputs
+        else:
+            outputs = next(built).outputs
+            roots += [outputs[k] for k in sorted(outputs)]
+    return list(dict.fromkeys(roots))
+
+
+def _licence_walks(
+    installables: Sequence[str], *, system: str | None, store: str | None
+) -> dict[str, Any]:
+    """The licence walk of each installable; a failed one is its error."""
+    walks: dict[str, Any] = {}
+    for item in installables:
+        try:
+            walks[item] = nix.eval_json(
+                installable=item, apply=LICENCE_WALK, system=system, store=store
+            )
+        except DynixError as exc:
+            walks[item] = exc
+    return walks
 
 
 def _licences(
-    installables: Sequence[str], *, system: str | None, store: str | None
+    asked: _Beside[dict[str, Any]], *, system: str | None, store: str | None
 ) -> dict[str, list[Licence]]:
+    """Every licence found, by output path. A walk that failed beside the build runs once more
+    now that the build is done (Nix processes that start on a new store together can trip over
+    each other); if it fails again, its licences are left out, with a warning."""
+    walks = asked.result()
+    retry = [item for item, walk in walks.items() if isinstance(walk, DynixError)]
+    walks.update(_licence_walks(retry, system=system, store=store))
     found: dict[str, list[Licence]] = {}
-    for item in installables:
-        try:
-            data = nix.eval_json(installable=item, apply=LICENCE_WALK, system=system, store=store)
-        except DynixError as exc:
-            log.warn(f"licences of {item} not recorded: {exc}")
+    for item, walk in walks.items():
+        if isinstance(walk, DynixError):
+            log.warn(f"licences of {item} not recorded: {walk}")
             continue
-        for path, entries in sorted(data.items()):
+        for path, entries in sorted(walk.items()):
             if path not in found:
                 found[path] = [Licence(e.get("spdxId"), e.get("name")) for e in entries]
     return found
@@ -134,37 +185,80 @@ def read(
     if not installables:
         raise DynixError("no installable given")
     root = os.path.abspath(store) if store else ""
-    roots, flake_outputs = resolve_roots(installables, system=system, store=store)
-    # The licence evaluation needs nothing below: it runs beside the other Nix calls.
-    helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nix-eval")
-    asked = helper.submit(
-        _licences, list(flake_outputs) if licences else [], system=system, store=store
-    )
+    evaluated = [i for i in installables if not nix.store_path_of(i, store_root=root)]
+    walked = evaluated if licences else []
+    # Beside the build: the licence evaluation, which needs only the flake installables, and
+    # the closure of the installables as they stand, which is the answer when they are built.
+    # Not on a store that is not set up yet: Nix 2.8 processes that set one up together fail
+    # ("creating symlink … gcroots/profiles … File exists"), so there the build goes first.
+    beside: list[_Beside[Any]] = []
+    asked = early = None
+    if set_up(root):
+        asked = _Beside(_licence_walks, walked, system=system, store=store)
+        early = _Beside(_closure_if_built, installables, system, store) if evaluated else None
+        beside = [c for c in (asked, early) if c]
     try:
-        return _describe(
-            installables,
-            roots,
-            infos_of(roots, store),
-            asked,
-            system,
-            store,
-            root,
-            pins,
-            patches_root,
-        )
+        roots = resolve_roots(installables, system=system, store=store)
+        if asked is None:
+            asked = _Beside(_licence_walks, walked, system=system, store=store)
+            beside.append(asked)
+        infos = early.result() if early else None
+        if infos is None or not closes(infos, roots):
+            infos = infos_of(roots, store)
+        return _describe(installables, roots, infos, asked, system, store, root, pins, patches_root)
+    except BaseException:
+        process.stop_all()  # the calls beside, if they are still running
+        raise
     finally:
-        helper.shutdown(wait=True)
+        for call in beside:
+            call.wait()
 
 
-def infos_of(roots: Sequence[str], store: str | None) -> list[PathInfo]:
-    return sorted(nix.path_info(roots, recursive=True, store=store), key=lambda i: i.path)
+def set_up(root: str) -> bool:
+    """Whether the store rooted at `root` ("" for the system's) has been set up by Nix (its
+    database schema is written last)."""
+    return not root or os.path.exists(os.path.join(root, "nix/var/nix/db/schema"))
+
+
+def infos_of(paths: Sequence[str], store: str | None, system: str | None = None) -> list[PathInfo]:
+    """`nix path-info -r` of store paths (or installables), in path order."""
+    infos = nix.path_info(paths, recursive=True, store=store, system=system)
+    return sorted(infos, key=lambda i: i.path)
+
+
+def _closure_if_built(
+    installables: Sequence[str], system: str | None, store: str | None
+) -> list[PathInfo] | None:
+    try:
+        return infos_of(installables, store, system)
+    except DynixError:  # not built yet, or what the build reports
+        return None
+
+
+def closes(infos: Sequence[PathInfo], roots: Sequence[str]) -> bool:
+    """Whether `infos` is exactly the closure of `roots`: each root among them, and each of
+    them reached from a root through references (nothing more, were the installables to name
+    other paths between two evaluations)."""
+    by_path = {i.path: i for i in infos}
+    if any(r not in by_path for r in roots):
+        return False
+    seen = set(roots)
+    todo = list(roots)
+    while todo:
+        for ref in by_path[todo.pop()].references:
+            if ref not in seen:
+                if ref not in by_path:
+                    return False
+                seen.add(ref)
+                todo.append(ref)
+    return len(seen) == len(by_path)
 
 
 def _describe(
     installables: Sequence[str],
     roots: list[str],
     infos: list[PathInfo],
-    asked: Future[dict[str, list[Licence]]],
+    asked: _Beside[dict[str, Any]],
     system: str | None,
     store: str | None,
     root: str,
@@ -184,11 +278,12 @@ def _describe(
     input_drvs = {**drvs, **(nix.show_derivations(inputs, store=store) if inputs else {})}
     linker = Linker(pins, patches_root, input_drvs, root)
     pedigree = link(drvs, runtime, linker)
+    licences = _licences(asked, system=system, store=store)
     if not system:
         first = next((drvs.get(i.deriver) for i in infos if i.path == roots[0] and i.deriver), None)
         system = first.env.get("system") if first else None
         system = system or nix.current_system()
-    found = {path: entries for path, entries in asked.result().items() if path in runtime}
+    found = {path: entries for path, entries in licences.items() if path in runtime}
     return Closure(
         installables=list(installables),
         system=system,

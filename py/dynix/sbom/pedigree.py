@@ -137,7 +137,7 @@ def load_project(pins_path: Path | None) -> tuple[PinsFile | None, Path | None]:
     from ..pins import default_path
 
     try:
-        pins = PinsFile.load(pins_path or default_path())
+        pins = PinsFile.read(pins_path or default_path())
     except DynixError as exc:
         if pins_path:
             raise
