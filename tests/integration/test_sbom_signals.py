@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from flakes import write_flake
 
 import conftest
+from flakes import write_flake
 
 MARK = f"sbom-signal-{uuid.uuid4().hex[:8]}"
 SLOW = f"""{{

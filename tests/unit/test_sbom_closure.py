@@ -13,7 +13,9 @@ S = "/nix/store/"
 
 
 def info(name: str, *refs: str) -> PathInfo:
-    return PathInfo(path=S + name, nar_hash="sha256-x", nar_size=1, references=[S + r for r in refs])
+    return PathInfo(
+        path=S + name, nar_hash="sha256-x", nar_size=1, references=[S + r for r in refs]
+    )
 
 
 APP, LIB, LIBC = "a-app", "b-lib", "c-libc"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -47,18 +48,24 @@ def default_created() -> str:
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
-def check_created(value: str) -> str:
-    """`--created` as an RFC 3339 timestamp (what an image config holds), else an error."""
-    ok = bool(_RFC3339.match(value))
-    if ok:
-        try:
-            datetime.datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", value.replace(" ", "T")))
-        except ValueError:
-            ok = False
-    if not ok:
+def parse_created(value: str) -> datetime.datetime:
+    """`--created` (RFC 3339) as a time with its zone, else an error."""
+    when = None
+    if _RFC3339.match(value):
+        with contextlib.suppress(ValueError):  # a month 13, a 30 February
+            when = datetime.datetime.fromisoformat(
+                re.sub(r"[Zz]$", "+00:00", value.replace(" ", "T"))
+            )
+    if when is None:
         raise DynixError(
             f"--created {value!r}: expected an RFC 3339 time such as 2025-05-01T12:00:00Z"
         )
+    return when
+
+
+def check_created(value: str) -> str:
+    """`--created` as given (what an image config holds), once it is an RFC 3339 time."""
+    parse_created(value)
     return value
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import nix
 from ..errors import DynixError
-from ..oci.config import default_created
+from ..oci.config import default_created, parse_created
 from . import cyclonedx, provenance, spdx
 from .closure import Closure
 
@@ -31,15 +31,9 @@ def media_type(name: str) -> str:
 
 
 def timestamp(created: str | None) -> str:
-    """`--created` (RFC 3339), else `$SOURCE_DATE_EPOCH`, else the epoch; in UTC, to the
-    second, as both formats want it."""
-    text = created or default_created()
-    try:
-        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise DynixError(f"--created {text!r}: expected an RFC 3339 time") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
+    """`--created` (RFC 3339, as for images), else `$SOURCE_DATE_EPOCH`, else the epoch; in UTC,
+    to the second, as both formats want it."""
+    when = parse_created(created or default_created())
     return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -39,10 +39,6 @@ def program(name: str) -> str:
     return found
 
 
-def optional_program(name: str) -> str | None:
-    return process.which(name)
-
-
 def circusctl(dynamo: str | None) -> str | None:
     """`circusctl` (Dynamo's process manager's client) beside `dynamo`, else on PATH."""
     if dynamo:
