@@ -126,14 +126,14 @@ def _rel(a: str, kind: str, b: str, comment: str | None = None) -> dict[str, str
 def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, Any]:
     licences = _Licences()
     roots = set(closure.roots)
+    ids = {info.path: path_id(info.path) for info in closure.paths}  # each path named often
     packages: list[dict[str, Any]] = []
-    relationships = [_rel("SPDXRef-DOCUMENT", "DESCRIBES", path_id(r)) for r in closure.roots]
+    relationships = [_rel("SPDXRef-DOCUMENT", "DESCRIBES", ids[r]) for r in closure.roots]
     patches: dict[str, Patch] = {}
     for info in closure.paths:
         name, version = split_name(info.path)
-        pkg = _package(
-            path_id(info.path), name, version, "APPLICATION" if info.path in roots else "LIBRARY"
-        )
+        here = ids[info.path]
+        pkg = _package(here, name, version, "APPLICATION" if info.path in roots else "LIBRARY")
         algo, hexdigest = nar_hash_hex(info.nar_hash)
         pkg["checksums"] = [{"algorithm": ALGORITHMS[algo], "checksumValue": hexdigest}]
         pkg["licenseDeclared"] = licences.expression(closure.licences.get(info.path, []))
@@ -143,18 +143,16 @@ def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, 
         )
         packages.append(pkg)
         for ref in sorted(set(info.references) - {info.path}):
-            relationships.append(_rel(path_id(info.path), "DEPENDS_ON", path_id(ref)))
+            relationships.append(_rel(here, "DEPENDS_ON", ids[ref]))
         pedigree = closure.pedigree.get(info.path)
         for source in pedigree.sources if pedigree else []:
-            relationships.append(_rel(path_id(info.path), "GENERATED_FROM", spdx_id(source.ref)))
+            relationships.append(_rel(here, "GENERATED_FROM", spdx_id(source.ref)))
         for n, patch in enumerate(pedigree.patches if pedigree else [], start=1):
             if not patch.source:
                 patches[patch.ref] = patch
             count = len(pedigree.patches)  # type: ignore[union-attr]
             relationships.append(
-                _rel(
-                    spdx_id(patch.ref), "PATCH_APPLIED", path_id(info.path), f"patch {n} of {count}"
-                )
+                _rel(spdx_id(patch.ref), "PATCH_APPLIED", here, f"patch {n} of {count}")
             )
     packages += [_source_package(s) for s in closure.sources]
     packages += [_patch_package(patches[ref]) for ref in sorted(patches)]
