@@ -86,18 +86,32 @@ def _nix(
     return process.run([*argv, *args], error=error, what=what or f"nix {args[0]}", **kwargs)
 
 
-def store_path_of(installable: str, *, store_root: str = "") -> str | None:
-    """The store path an installable names directly: `/nix/store/…` (a file inside a store path
-    names that path), or a link to one such as `./result`; None for what Nix must evaluate. With a
-    chroot store (`--store DIR`), links point into `store_root`."""
+def _in_store(installable: str, store_root: str) -> str | None:
+    """What in the store an installable names by its path (a link followed), if it does."""
     candidate = installable
     if not candidate.startswith(STORE_DIR) and os.path.lexists(candidate):
         candidate = os.path.realpath(candidate)
         if store_root and candidate.startswith(store_root + STORE_DIR):
             candidate = candidate[len(store_root) :]
-    if not candidate.startswith(STORE_DIR) or candidate.endswith(".drv"):
+    return candidate if candidate.startswith(STORE_DIR) else None
+
+
+def store_path_of(installable: str, *, store_root: str = "") -> str | None:
+    """The store path an installable names directly: `/nix/store/…` (a file inside a store path
+    names that path), or a link to one such as `./result`; None for what Nix must evaluate or
+    build (a flake reference, a store derivation). With a chroot store (`--store DIR`), links
+    point into `store_root`."""
+    candidate = _in_store(installable, store_root)
+    if candidate is None or candidate.endswith(".drv"):
         return None
     return STORE_DIR + candidate[len(STORE_DIR) :].split("/", 1)[0]
+
+
+def is_derivation(installable: str, *, store_root: str = "") -> bool:
+    """Whether an installable is a store derivation (`/nix/store/….drv`, or a link to one):
+    built from the store, with nothing to evaluate."""
+    candidate = _in_store(installable, store_root)
+    return candidate is not None and candidate.endswith(".drv")
 
 
 def installables(items: Sequence[str]) -> list[str]:

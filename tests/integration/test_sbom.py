@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -152,7 +153,8 @@ def test_same_closure_same_bytes_in_another_store_too(dynix, checkout, tmp_path)
     other = sbom(dynix, checkout, checkout.ref(), "--format", "spdx", "--store", store)
     assert other == first
     assert set(closure(checkout.ref(), store)) == set(closure(checkout.ref()))
-    cdx = sbom(dynix, checkout, checkout.ref(), "--store", store)
+    relative = os.path.relpath(store, checkout.path)  # a folder named as users type it
+    cdx = sbom(dynix, checkout, checkout.ref(), "--store", relative)
     assert cdx == sbom(dynix, checkout, checkout.ref())
     later = sbom(dynix, checkout, checkout.ref(), env={"SOURCE_DATE_EPOCH": "1700000000"})
     assert json.loads(later)["metadata"]["timestamp"] == "2023-11-14T22:13:20Z"
@@ -165,10 +167,14 @@ def test_bad_input_says_one_line_and_leaves_nothing(dynix, checkout, tmp_path):
         [checkout.ref(), "--format", "swid"],
         [checkout.ref("broken")],
         [checkout.ref(), "--created", "yesterday"],
+        [checkout.ref(), "--created", "2025-05-01"],
     ):
         proc = dynix("sbom", *args, "-o", out, cwd=checkout.path)
         one_line_error(proc)
         assert list(tmp_path.iterdir()) == []
+    proc = dynix("sbom", checkout.ref(), "--store", "flake.nix", "-o", out, cwd=checkout.path)
+    assert proc.returncode == 2 and "is a file" in proc.stderr  # a usage error
+    assert list(tmp_path.iterdir()) == []
     proc = dynix(
         "sbom", checkout.ref(), "-o", tmp_path / "no" / "such" / "dir.json", cwd=checkout.path
     )
@@ -344,3 +350,22 @@ def test_a_licence_walk_that_fails_beside_the_build_runs_again(
     assert render(checkout) == expected
     assert failed == [checkout.ref()]
     assert "not recorded" not in capsys.readouterr().err
+
+
+def test_a_store_derivation_is_its_outputs_closure_without_a_licence_walk(
+    dynix, checkout, tmp_path
+):
+    drv = nix("path-info", "--derivation", checkout.ref()).stdout.split()[0]
+    assert drv.endswith(".drv")
+    out = tmp_path / "drv.json"
+    proc = dynix("sbom", drv, "--no-licences", "-o", out, cwd=checkout.path)
+    assert proc.returncode == 0, proc.stderr
+    link = tmp_path / "result.drv"
+    link.symlink_to(drv)
+    proc = dynix("sbom", link, "-o", tmp_path / "link.json", cwd=checkout.path)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    as_drv = json.loads(out.read_bytes())
+    expected = closure(checkout.ref())
+    refs = {c["bom-ref"] for c in as_drv["components"] if c["bom-ref"].startswith("/nix/store/")}
+    assert refs == set(expected)
+    assert json.loads((tmp_path / "link.json").read_bytes())["components"] == as_drv["components"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dynix.nix import store_path_of
+from dynix.nix import is_derivation, store_path_of
 
 P = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-1.0"
 
@@ -39,3 +39,15 @@ def test_links_into_a_chroot_store_name_the_logical_path(tmp_path):
     os.symlink(target, tmp_path / "result")
     assert store_path_of(str(tmp_path / "result"), store_root=str(root)) == P
     assert store_path_of(str(tmp_path / "result")) is None
+
+
+def test_a_store_derivation_or_a_link_to_one_is_a_derivation(tmp_path):
+    drv = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-1.0.drv"
+    assert is_derivation(drv)
+    root = tmp_path / "store-root"
+    (root / drv.lstrip("/")).parent.mkdir(parents=True)
+    (root / drv.lstrip("/")).write_text("Derive(...)")
+    os.symlink(root / drv.lstrip("/"), tmp_path / "result.drv")
+    assert is_derivation(str(tmp_path / "result.drv"), store_root=str(root))
+    for other in (P, ".#hello", "nixpkgs#hello", str(tmp_path)):
+        assert not is_derivation(other)

@@ -18,6 +18,7 @@ from ..oci import grouping, layers, source
 from ..oci.cache import default_root
 from ..oci.spec import REF_NAME
 from ..output import emit_json, table
+from .options import store_dir
 
 
 def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
@@ -88,9 +89,7 @@ def image() -> None:
     help="Layer compression (default: gzip for oci, none for docker-archive).",
 )
 @click.option("--level", type=int, help="Compression level (gzip 0-3, ISA-L's; zstd 1-22).")
-@click.option(
-    "--store", metavar="DIR", help="Read from (and build into) the Nix store rooted at DIR."
-)
+@store_dir
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),

@@ -10,6 +10,7 @@ import click
 from .. import log
 from ..errors import DynixError
 from ..files import write_text_atomic
+from .options import store_dir
 
 
 @click.command()
@@ -25,9 +26,7 @@ from ..files import write_text_atomic
 )
 @click.option("-o", "--output", metavar="FILE", help="Write here, not stdout.")
 @click.option("--created", help="Document time, RFC 3339 (default: $SOURCE_DATE_EPOCH or 1970).")
-@click.option(
-    "--store", metavar="DIR", help="Read from (and build into) the Nix store rooted at DIR."
-)
+@store_dir
 @click.option(
     "--pins",
     "pins_file",

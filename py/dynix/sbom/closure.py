@@ -7,9 +7,10 @@ flake installables, one `nix eval --json` that collects `meta.license` of the pa
 every package its derivation takes as input.
 
 The evaluation and a first `nix path-info -r` of the installables themselves run beside the
-build. When the installables are built already (the usual case: an SBOM follows a build), that
-first answer is the closure, once it is checked to be exactly the closure of the roots the build
-names; otherwise path-info runs again on the roots.
+build (after it, on a store Nix has yet to set up). When the installables are built already
+(the usual case: an SBOM follows a build), that first answer is the closure, once it is checked
+to be exactly the closure of the roots the build names; otherwise path-info runs again on the
+roots.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ def _licences(
     asked: _Beside[dict[str, Any]], *, system: str | None, store: str | None
 ) -> dict[str, list[Licence]]:
     """Every licence found, by output path. A walk that failed beside the build runs once more
-    now that the build is done (Nix processes that start on a new store together can trip over
-    each other); if it fails again, its licences are left out, with a warning."""
+    now that the build is done, so that the document does not depend on what the calls beside
+    each other may have done to one another; if it fails again, its licences are left out, with
+    a warning."""
     walks = asked.result()
     retry = [item for item, walk in walks.items() if isinstance(walk, DynixError)]
     walks.update(_licence_walks(retry, system=system, store=store))
@@ -186,7 +188,9 @@ def read(
         raise DynixError("no installable given")
     root = os.path.abspath(store) if store else ""
     evaluated = [i for i in installables if not nix.store_path_of(i, store_root=root)]
-    walked = evaluated if licences else []
+    # licences are read from flake packages' meta: a store derivation has none
+    flakes = [i for i in evaluated if not nix.is_derivation(i, store_root=root)]
+    walked = flakes if licences else []
     # Beside the build: the licence evaluation, which needs only the flake installables, and
     # the closure of the installables as they stand, which is the answer when they are built.
     # Not on a store that is not set up yet: Nix 2.8 processes that set one up together fail
@@ -195,7 +199,9 @@ def read(
     asked = early = None
     if set_up(root):
         asked = _Beside(_licence_walks, walked, system=system, store=store)
-        early = _Beside(_closure_if_built, installables, system, store) if evaluated else None
+        # (path-info of a store derivation would be the derivation's closure, not its outputs')
+        speculate = evaluated and flakes == evaluated
+        early = _Beside(_closure_if_built, installables, system, store) if speculate else None
         beside = [c for c in (asked, early) if c]
     try:
         roots = resolve_roots(installables, system=system, store=store)
