@@ -109,9 +109,10 @@ def edited_path(target: str | Path) -> Path:
 
 
 def write_text_atomic(
-    target: str | Path, text: str, *, mode: int | None = None, follow: bool = True
+    target: str | Path, text: str | bytes, *, mode: int | None = None, follow: bool = True
 ) -> None:
-    """Replace `target` with `text` in one rename; keeps its permissions unless `mode` is set.
+    """Replace `target` with `text` (UTF-8 if not bytes already) in one rename; keeps its
+    permissions unless `mode` is set.
 
     With `follow` (files users edit) a link is followed and the file it names is replaced;
     without (files in folders dynix owns) a link there is replaced, never written through.
@@ -126,8 +127,8 @@ def write_text_atomic(
     try:
         with atomic_path(target) as tmp:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text if isinstance(text, bytes) else text.encode())
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, mode)

@@ -72,3 +72,8 @@ def test_a_document_is_written_a_component_a_line_and_reads_back():
 def test_the_same_document_gives_the_same_bytes_whatever_its_dicts_were_built_from():
     again = json.loads(json.dumps(DOC))
     assert to_bytes(again) == to_bytes(DOC)
+
+
+def test_lists_given_as_iterators_are_written_as_the_lists_would_be():
+    lazy = dict(DOC, components=iter(DOC["components"]), dependencies=iter([]))
+    assert to_bytes(lazy) == to_bytes(DOC)

@@ -106,7 +106,7 @@ def sbom(
             f"{sum(len(p.patches) for p in found.pedigree.values())} patches"
         )
     if output:
-        write_text_atomic(output, data.decode("utf-8"))
+        write_text_atomic(output, data)
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

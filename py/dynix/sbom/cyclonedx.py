@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
+from ..nix import PathInfo
 from ..oci.config import split_name
 from .closure import Closure, Licence
 from .pedigree import Patch, Source, nar_hash_hex
@@ -80,49 +82,65 @@ def patch_component(patch: Patch) -> dict[str, Any]:
     return comp
 
 
+def _path_component(
+    info: PathInfo, closure: Closure, roots: set[str], bom_link: Callable[[str], str]
+) -> dict[str, Any]:
+    name, version = split_name(info.path)
+    comp: dict[str, Any] = {
+        "type": "application" if info.path in roots else "library",
+        "bom-ref": info.path,
+        "name": name,
+    }
+    if version:
+        comp["version"] = version
+    algo, hexdigest = nar_hash_hex(info.nar_hash)
+    comp["hashes"] = [{"alg": ALGORITHMS[algo], "content": hexdigest}]
+    if entries := licence_entries(closure.licences.get(info.path, [])):
+        comp["licenses"] = entries
+    if pedigree := closure.pedigree.get(info.path):
+        ped: dict[str, Any] = {}
+        if pedigree.sources:
+            ped["ancestors"] = [source_component(s, with_ref=False) for s in pedigree.sources]
+        if pedigree.patches:
+            ped["patches"] = [
+                {"type": "unofficial", "diff": {"url": bom_link(p.ref)}} for p in pedigree.patches
+            ]
+        comp["pedigree"] = ped
+    comp["properties"] = _props(
+        [
+            ("nix:nar_hash", info.nar_hash),
+            ("nix:nar_size", str(info.nar_size)),
+            ("nix:store_path", info.path),
+        ]
+    )
+    return comp
+
+
 def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, Any]:
+    """The document; its components and dependencies are made as they are written."""
     serial = uuid.uuid5(uuid.NAMESPACE_URL, f"urn:dynix:sbom:{closure.identity()}")
 
     def bom_link(ref: str) -> str:
         return f"urn:cdx:{serial}/1#{quote(ref, safe='')}"
 
     roots = set(closure.roots)
-    components: list[dict[str, Any]] = []
-    patches: dict[str, Patch] = {}
+    patches: dict[str, Patch] = {}  # a project's patches, a component each (the last seen)
     for info in closure.paths:
-        name, version = split_name(info.path)
-        comp: dict[str, Any] = {
-            "type": "application" if info.path in roots else "library",
-            "bom-ref": info.path,
-            "name": name,
-        }
-        if version:
-            comp["version"] = version
-        algo, hexdigest = nar_hash_hex(info.nar_hash)
-        comp["hashes"] = [{"alg": ALGORITHMS[algo], "content": hexdigest}]
-        if entries := licence_entries(closure.licences.get(info.path, [])):
-            comp["licenses"] = entries
-        if pedigree := closure.pedigree.get(info.path):
-            ped: dict[str, Any] = {}
-            if pedigree.sources:
-                ped["ancestors"] = [source_component(s, with_ref=False) for s in pedigree.sources]
-            if pedigree.patches:
-                ped["patches"] = [
-                    {"type": "unofficial", "diff": {"url": bom_link(p.ref)}}
-                    for p in pedigree.patches
-                ]
-                patches.update((p.ref, p) for p in pedigree.patches if not p.source)
-            comp["pedigree"] = ped
-        comp["properties"] = _props(
-            [
-                ("nix:nar_hash", info.nar_hash),
-                ("nix:nar_size", str(info.nar_size)),
-                ("nix:store_path", info.path),
-            ]
-        )
-        components.append(comp)
-    components += [source_component(s, with_ref=True) for s in closure.sources]
-    components += [patch_component(patches[ref]) for ref in sorted(patches)]
+        pedigree = closure.pedigree.get(info.path)
+        patches.update((p.ref, p) for p in (pedigree.patches if pedigree else []) if not p.source)
+
+    def components() -> Iterator[dict[str, Any]]:
+        for info in closure.paths:
+            yield _path_component(info, closure, roots, bom_link)
+        for source in closure.sources:
+            yield source_component(source, with_ref=True)
+        for ref in sorted(patches):
+            yield patch_component(patches[ref])
+
+    def dependencies() -> Iterator[dict[str, Any]]:
+        yield {"ref": CLOSURE_REF, "dependsOn": list(closure.roots)}
+        for info in closure.paths:
+            yield {"ref": info.path, "dependsOn": sorted(set(info.references) - {info.path})}
 
     first_name, first_version = split_name(closure.roots[0])
     top: dict[str, Any] = {"type": "application", "bom-ref": CLOSURE_REF, "name": first_name}
@@ -131,11 +149,6 @@ def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, 
     top["properties"] = _props(
         [("nix:installable", i) for i in closure.installables] + [("nix:system", closure.system)]
     )
-    dependencies = [{"ref": CLOSURE_REF, "dependsOn": list(closure.roots)}]
-    dependencies += [
-        {"ref": info.path, "dependsOn": sorted(set(info.references) - {info.path})}
-        for info in closure.paths
-    ]
     return {
         "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
         "bomFormat": "CycloneDX",
@@ -149,6 +162,6 @@ def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, 
             },
             "component": top,
         },
-        "components": components,
-        "dependencies": dependencies,
+        "components": components(),
+        "dependencies": dependencies(),
     }

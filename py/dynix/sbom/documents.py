@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,33 +42,36 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 EXPANDED_DEPTH = 2  # objects this deep are written a member a line; deeper ones on one line
 
 
-def _layout(value: Any, depth: int, out: list[str]) -> None:
+def _layout(value: Any, depth: int, out: list[bytes]) -> None:
     pad = "  " * (depth + 1)
     if isinstance(value, dict) and value and depth < EXPANDED_DEPTH:
-        out.append("{")
+        out.append(b"{")
         for i, (key, item) in enumerate(value.items()):
-            out.append(f"{',' if i else ''}\n{pad}{_COMPACT.encode(key)}: ")
+            out.append(f"{',' if i else ''}\n{pad}{_COMPACT.encode(key)}: ".encode())
             _layout(item, depth + 1, out)
-        out.append(f"\n{pad[:-2]}}}")
-    elif isinstance(value, list) and value and depth < EXPANDED_DEPTH:
-        out.append("[")
-        for i, item in enumerate(value):
-            out.append(f"{',' if i else ''}\n{pad}{_COMPACT.encode(item)}")
-        out.append(f"\n{pad[:-2]}]")
+        out.append(f"\n{pad[:-2]}}}".encode())
+    elif isinstance(value, (list, Iterator)) and depth < EXPANDED_DEPTH:
+        count = 0
+        for item in value:  # a list, or the entries as they are made
+            out.append(f"{',' if count else '['}\n{pad}{_COMPACT.encode(item)}".encode())
+            count += 1
+        out.append(f"\n{pad[:-2]}]".encode() if count else b"[]")
     else:
-        out.append(_COMPACT.encode(value))
+        out.append(_COMPACT.encode(value).encode())
 
 
 def to_bytes(doc: Any) -> bytes:
     """The one byte form of a document: keys in the order written, UTF-8, one final newline;
     the top two levels of objects a member a line and each entry of a list a line of its own
-    (a component, a dependency, a relationship), written compactly. Same document, same bytes;
-    and the standard library's C encoder writes every line (an indented dump is written by its
-    pure-Python one, several times slower on a thousand components)."""
-    out: list[str] = []
+    (a component, a dependency, a relationship), written compactly. Same document, same bytes.
+
+    The standard library's C encoder writes every line (an indented dump is written by its
+    pure-Python one, several times slower on a thousand components). A list may be given as an
+    iterator: its entries are then written as they are made, never all held as objects."""
+    out: list[bytes] = []
     _layout(doc, 0, out)
-    out.append("\n")
-    return "".join(out).encode()
+    out.append(b"\n")
+    return b"".join(out)
 
 
 def render(closure: Closure, fmt: str, *, created: str) -> bytes:

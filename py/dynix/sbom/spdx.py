@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from ..oci.config import split_name
@@ -124,38 +125,49 @@ def _rel(a: str, kind: str, b: str, comment: str | None = None) -> dict[str, str
 
 
 def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, Any]:
+    """The document; its packages and relationships are made as they are written."""
     licences = _Licences()
+    declared = {path: licences.expression(found) for path, found in closure.licences.items()}
     roots = set(closure.roots)
     ids = {info.path: path_id(info.path) for info in closure.paths}  # each path named often
-    packages: list[dict[str, Any]] = []
-    relationships = [_rel("SPDXRef-DOCUMENT", "DESCRIBES", ids[r]) for r in closure.roots]
-    patches: dict[str, Patch] = {}
+    patches: dict[str, Patch] = {}  # a project's patches, a package each (the last seen)
     for info in closure.paths:
-        name, version = split_name(info.path)
-        here = ids[info.path]
-        pkg = _package(here, name, version, "APPLICATION" if info.path in roots else "LIBRARY")
-        algo, hexdigest = nar_hash_hex(info.nar_hash)
-        pkg["checksums"] = [{"algorithm": ALGORITHMS[algo], "checksumValue": hexdigest}]
-        pkg["licenseDeclared"] = licences.expression(closure.licences.get(info.path, []))
-        pkg["comment"] = (
-            f"Nix store path {info.path}; the checksum is its NAR hash ({info.nar_hash}), "
-            f"NAR size {info.nar_size}"
-        )
-        packages.append(pkg)
-        for ref in sorted(set(info.references) - {info.path}):
-            relationships.append(_rel(here, "DEPENDS_ON", ids[ref]))
         pedigree = closure.pedigree.get(info.path)
-        for source in pedigree.sources if pedigree else []:
-            relationships.append(_rel(here, "GENERATED_FROM", spdx_id(source.ref)))
-        for n, patch in enumerate(pedigree.patches if pedigree else [], start=1):
-            if not patch.source:
-                patches[patch.ref] = patch
-            count = len(pedigree.patches)  # type: ignore[union-attr]
-            relationships.append(
-                _rel(spdx_id(patch.ref), "PATCH_APPLIED", here, f"patch {n} of {count}")
+        patches.update((p.ref, p) for p in (pedigree.patches if pedigree else []) if not p.source)
+
+    def packages() -> Iterator[dict[str, Any]]:
+        for info in closure.paths:
+            name, version = split_name(info.path)
+            kind = "APPLICATION" if info.path in roots else "LIBRARY"
+            pkg = _package(ids[info.path], name, version, kind)
+            algo, hexdigest = nar_hash_hex(info.nar_hash)
+            pkg["checksums"] = [{"algorithm": ALGORITHMS[algo], "checksumValue": hexdigest}]
+            pkg["licenseDeclared"] = declared.get(info.path, NONE)
+            pkg["comment"] = (
+                f"Nix store path {info.path}; the checksum is its NAR hash ({info.nar_hash}), "
+                f"NAR size {info.nar_size}"
             )
-    packages += [_source_package(s) for s in closure.sources]
-    packages += [_patch_package(patches[ref]) for ref in sorted(patches)]
+            yield pkg
+        for source in closure.sources:
+            yield _source_package(source)
+        for ref in sorted(patches):
+            yield _patch_package(patches[ref])
+
+    def relationships() -> Iterator[dict[str, str]]:
+        for root in closure.roots:
+            yield _rel("SPDXRef-DOCUMENT", "DESCRIBES", ids[root])
+        for info in closure.paths:
+            here = ids[info.path]
+            for ref in sorted(set(info.references) - {info.path}):
+                yield _rel(here, "DEPENDS_ON", ids[ref])
+            pedigree = closure.pedigree.get(info.path)
+            for source in pedigree.sources if pedigree else []:
+                yield _rel(here, "GENERATED_FROM", spdx_id(source.ref))
+            applied = pedigree.patches if pedigree else []
+            for n, patch in enumerate(applied, start=1):
+                comment = f"patch {n} of {len(applied)}"
+                yield _rel(spdx_id(patch.ref), "PATCH_APPLIED", here, comment)
+
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"urn:dynix:sbom:{closure.identity()}")
     doc: dict[str, Any] = {
         "spdxVersion": "SPDX-2.3",
@@ -168,8 +180,8 @@ def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, 
             "creators": [f"Tool: dynix-{tool_version}"],
             "comment": f"Nix closure of {' '.join(closure.installables)} for {closure.system}",
         },
-        "packages": packages,
-        "relationships": relationships,
+        "packages": packages(),
+        "relationships": relationships(),
     }
     if infos := licences.infos():
         doc["hasExtractedLicensingInfos"] = infos
