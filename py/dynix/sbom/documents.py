@@ -50,7 +50,7 @@ def _layout(value: Any, depth: int, out: list[bytes]) -> None:
             out.append(f"{',' if i else ''}\n{pad}{_COMPACT.encode(key)}: ".encode())
             _layout(item, depth + 1, out)
         out.append(f"\n{pad[:-2]}}}".encode())
-    elif isinstance(value, (list, Iterator)) and depth < EXPANDED_DEPTH:
+    elif isinstance(value, list | Iterator) and depth < EXPANDED_DEPTH:
         count = 0
         for item in value:  # a list, or the entries as they are made
             out.append(f"{',' if count else '['}\n{pad}{_COMPACT.encode(item)}".encode())
