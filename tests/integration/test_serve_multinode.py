@@ -258,8 +258,12 @@ def healed(six, name: str) -> bool:
     """Every etcd member healthy, and `name`'s NATS routed to both others with a JetStream
     meta leader."""
     host = six[name]
-    health = etcdctl(host, "endpoint", "health", "--cluster", "-w", "json")
-    if [e["health"] for e in json.loads(health)] != [True] * 3:
+    # exit 1 ("unhealthy cluster") while a member catches up: not healed yet, asked again
+    health = etcdctl(host, "endpoint", "health", "--cluster", "-w", "json", check=False)
+    try:
+        if [e["health"] for e in json.loads(health)] != [True] * 3:
+            return False
+    except (ValueError, TypeError, KeyError):  # no answer to read
         return False
     monitor = f"http://{host.address}:8222"
     routes, jsz = host.get_json(f"{monitor}/routez"), host.get_json(f"{monitor}/jsz")
