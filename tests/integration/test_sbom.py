@@ -149,6 +149,9 @@ def test_spdx_validates_and_is_the_closure_with_its_pins_and_patches(dynix, chec
 def test_same_closure_same_bytes_in_another_store_too(dynix, checkout, tmp_path):
     first = sbom(dynix, checkout, checkout.ref(), "--format", "spdx")
     assert sbom(dynix, checkout, checkout.ref(), "--format", "spdx") == first
+    to_stdout = dynix("sbom", checkout.ref(), "--format", "spdx", "-o", "-", cwd=checkout.path)
+    assert to_stdout.returncode == 0 and to_stdout.stdout.encode() == first
+    assert not (checkout.path / "-").exists()
     store = str(tmp_path / "store")
     other = sbom(dynix, checkout, checkout.ref(), "--format", "spdx", "--store", store)
     assert other == first

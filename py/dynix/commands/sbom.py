@@ -24,7 +24,7 @@ from .options import store_dir
     metavar="cyclonedx|spdx",
     help="CycloneDX 1.6 JSON or SPDX 2.3 JSON.",
 )
-@click.option("-o", "--output", metavar="FILE", help="Write here, not stdout.")
+@click.option("-o", "--output", metavar="FILE", help="Write here, not stdout (- is stdout).")
 @click.option("--created", help="Document time, RFC 3339 (default: $SOURCE_DATE_EPOCH or 1970).")
 @store_dir
 @click.option(
@@ -105,7 +105,7 @@ def sbom(
             f"{len(found.paths)} store paths, {len(found.sources)} pinned sources, "
             f"{sum(len(p.patches) for p in found.pedigree.values())} patches"
         )
-    if output:
+    if output and output != "-":
         write_text_atomic(output, data)
     else:
         sys.stdout.buffer.write(data)
