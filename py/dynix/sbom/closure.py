@@ -27,7 +27,7 @@ from .. import log, nix, process
 from ..errors import DynixError
 from ..nix import PathInfo
 from ..pins import PinsFile
-from .pedigree import Linker, Pedigree, Source, link
+from .pedigree import Linker, Patch, Pedigree, Source, link
 
 # One evaluation for every licence Nix's `meta` records along the installable's inputs: a walk
 # over each derivation's attributes (`drvAttrs`) that are derivations, keyed by `drvPath`.
@@ -85,6 +85,15 @@ class Closure:
         for path in self.roots:
             h.update(f"{path} {hashes.get(path, '')}\n".encode())
         return h.hexdigest()
+
+    def project_patches(self) -> dict[str, Patch]:
+        """The patches applied that are files of their own (not a pin's), by reference, in
+        path order; a reference two packages share is the later one's."""
+        found: dict[str, Patch] = {}
+        for info in self.paths:
+            pedigree = self.pedigree.get(info.path)
+            found.update((p.ref, p) for p in (pedigree.patches if pedigree else []) if not p.source)
+        return found
 
 
 T = TypeVar("T")

@@ -124,10 +124,7 @@ def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, 
         return f"urn:cdx:{serial}/1#{quote(ref, safe='')}"
 
     roots = set(closure.roots)
-    patches: dict[str, Patch] = {}  # a project's patches, a component each (the last seen)
-    for info in closure.paths:
-        pedigree = closure.pedigree.get(info.path)
-        patches.update((p.ref, p) for p in (pedigree.patches if pedigree else []) if not p.source)
+    patches = closure.project_patches()  # a component each
 
     def components() -> Iterator[dict[str, Any]]:
         for info in closure.paths:

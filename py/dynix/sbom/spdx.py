@@ -130,10 +130,7 @@ def document(closure: Closure, *, created: str, tool_version: str) -> dict[str, 
     declared = {path: licences.expression(found) for path, found in closure.licences.items()}
     roots = set(closure.roots)
     ids = {info.path: path_id(info.path) for info in closure.paths}  # each path named often
-    patches: dict[str, Patch] = {}  # a project's patches, a package each (the last seen)
-    for info in closure.paths:
-        pedigree = closure.pedigree.get(info.path)
-        patches.update((p.ref, p) for p in (pedigree.patches if pedigree else []) if not p.source)
+    patches = closure.project_patches()  # a package each
 
     def packages() -> Iterator[dict[str, Any]]:
         for info in closure.paths:
