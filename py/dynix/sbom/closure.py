@@ -204,19 +204,16 @@ def read(
     # the closure of the installables as they stand, which is the answer when they are built.
     # Not on a store that is not set up yet: Nix 2.8 processes that set one up together fail
     # ("creating symlink … gcroots/profiles … File exists"), so there the build goes first.
-    beside: list[_Beside[Any]] = []
-    asked = early = None
+    asked: _Beside[dict[str, Any]] | None = None
+    early: _Beside[list[PathInfo] | None] | None = None
     if set_up(root):
         asked = _Beside(_licence_walks, walked, system=system, store=store)
         # (path-info of a store derivation would be the derivation's closure, not its outputs')
-        speculate = evaluated and flakes == evaluated
-        early = _Beside(_closure_if_built, installables, system, store) if speculate else None
-        beside = [c for c in (asked, early) if c]
+        if evaluated and flakes == evaluated:
+            early = _Beside(_closure_if_built, installables, system, store)
     try:
         roots = resolve_roots(installables, system=system, store=store)
-        if asked is None:
-            asked = _Beside(_licence_walks, walked, system=system, store=store)
-            beside.append(asked)
+        asked = asked or _Beside(_licence_walks, walked, system=system, store=store)
         infos = early.result() if early else None
         if infos is None or not closes(infos, roots):
             infos = infos_of(roots, store)
@@ -225,8 +222,9 @@ def read(
         process.stop_all()  # the calls beside, if they are still running
         raise
     finally:
-        for call in beside:
-            call.wait()
+        for call in (asked, early):
+            if call:
+                call.wait()
 
 
 def set_up(root: str) -> bool:
