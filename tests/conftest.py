@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +85,29 @@ def busybox() -> Path:
     if not path:
         pytest.fail("busybox-static is not installed (.ci/run installs it)")
     return Path(path)
+
+
+def require_programs(*programs: str) -> None:
+    """Fail (not skip) when a program the test set-up installs is not on PATH."""
+    for program in programs:
+        if not shutil.which(program):
+            pytest.fail(f"{program} is not installed (the test set-up installs it)")
+
+
+def live_processes() -> Iterator[tuple[int, list[str], str]]:
+    """Every process but zombies: its pid, the fields of its `stat` after the command name
+    (state, ppid, pgrp, session, …) and its command line (NULs as spaces)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields and fields[0] != "Z":
+            yield int(entry.name), fields, cmdline.decode(errors="replace")
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

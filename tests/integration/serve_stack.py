@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import test_env
+from conftest import live_processes, test_env
 
 PORT_KEYS = (
     "port",
@@ -134,19 +134,9 @@ def recorded_groups(state: dict) -> set[int]:
 
 def live_members(groups: set[int]) -> list[str]:
     """Processes (not zombies) in any of `groups`, as "pid argv"."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) in groups and fields[0] != "Z":
-            out.append(f"{entry.name} {argv[:120]}")
-    return out
+    return [
+        f"{pid} {argv[:120]}" for pid, fields, argv in live_processes() if int(fields[2]) in groups
+    ]
 
 
 def stop(stack: Stack, timeout: float = 15) -> int:

@@ -37,16 +37,7 @@ def _wait_for(proc: subprocess.Popen, text: str) -> None:
 
 def _descendants(pid: int) -> list[int]:
     """Processes that run with `pid`'s session (what dynix started stays in it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[3]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
+    return [p for p, fields, _ in conftest.live_processes() if int(fields[3]) == pid]
 
 
 def _nothing_left(tmp_path: Path, cache: Path, session: int) -> None:

@@ -32,33 +32,13 @@ def slow_flake(tmp_path_factory: pytest.TempPathFactory, busybox: Path) -> Path:
 
 def in_session(session: int) -> list[str]:
     """The command lines of the live processes of `session`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(cmdline)
-    return found
+    return [cmd for _, fields, cmd in conftest.live_processes() if int(fields[3]) == session]
 
 
 def builders() -> list[str]:
     """Builders of the slow derivation still running anywhere (they run in sessions of their
     own, under Nix)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if MARK in cmdline and "sleep" in cmdline:
-                found.append(cmdline)
-    return found
+    return [cmd for *_, cmd in conftest.live_processes() if MARK in cmd and "sleep" in cmd]
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["process", "group"])

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from netns import Host, etcdctl, member_names, network, wait_ready
 
+from conftest import require_programs
 from conftest import test_env as dynix_env
 
 SUBNET = "10.231.0"
@@ -39,9 +40,7 @@ Member = Host
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
     """Three hosts on a bridge: 10.231.0.1-3/24; removed at the end, whatever happened."""
-    for program in ("nats-server", "etcd", "etcdctl"):
-        if not shutil.which(program):
-            pytest.fail(f"{program} is not installed (the test set-up installs it)")
+    require_programs("nats-server", "etcd", "etcdctl")
     folder = tmp_path_factory.mktemp("cluster")
     with network(SUBNET, {"m1": 1, "m2": 2, "m3": 3}, folder, dynix_env()) as made:
         yield list(made.values())

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from netns import Host, etcdctl, member_names, network, wait_ready
 
-from conftest import REPO
+from conftest import REPO, require_programs
 from conftest import test_env as dynix_env
 
 pytestmark = [
@@ -67,9 +67,7 @@ def start_graph_node(hosts: dict[str, Host], name: str, config: Path) -> None:
 
 @pytest.fixture(scope="module")
 def six(tmp_path_factory):
-    for program in ("nats-server", "etcd", "etcdctl"):
-        if not shutil.which(program):
-            pytest.fail(f"{program} is not installed (the test set-up installs it)")
+    require_programs("nats-server", "etcd", "etcdctl")
     folder = tmp_path_factory.mktemp("six")
     with network(SUBNET, HOSTS, folder, dynix_env()) as hosts:
         for name in CONTROL:

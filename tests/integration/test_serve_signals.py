@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -173,8 +172,7 @@ def test_two_serves_on_one_state_folder_one_runs(plane, tmp_path):
 
 
 def test_sighup_and_ctrl_c_during_start_up_end_the_whole_graph(tmp_path):
-    if not shutil.which("dynamo"):
-        pytest.fail("dynamo is not installed (the test set-up installs it)")
+    conftest.require_programs("dynamo")
     for n, (sig, delay) in enumerate(
         [(signal.SIGHUP, None), (signal.SIGINT, 2.0), (signal.SIGINT, 3.5)]
     ):

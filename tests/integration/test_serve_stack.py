@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -30,6 +29,8 @@ from serve_stack import (
     write_config,
 )
 
+from conftest import require_programs
+
 openai = pytest.importorskip("openai", reason="the tests talk to the stack with openai")
 
 SHORT = "hello from the short prompt"  # 5 words: under max-local-prefill-length (10)
@@ -38,9 +39,7 @@ LONG = " ".join(f"word{i}" for i in range(40))  # 40 words: prefilled remotely
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    for program in ("nats-server", "etcd", "dynamo"):
-        if not shutil.which(program):
-            pytest.fail(f"{program} is not installed (the test set-up installs it)")
+    require_programs("nats-server", "etcd", "dynamo")
     tmp = tmp_path_factory.mktemp("stack")
     ports = stack_ports()
     config = write_config(tmp / "dynix.toml", tmp / "state", ports, graph="echo")
