@@ -8,6 +8,10 @@ link it did not make.
   the file again once it holds the lock.
 - `read_text`: a file's text, with unreadable and non-UTF-8 files reported in one line.
 - `create_new`: a file that must not exist yet (a secret key), written whole or not at all.
+- `check_output` / `write_output`: a file a command writes where the user says (`-o FILE`): a
+  plain file is replaced atomically; a device or a pipe (`/dev/null`, a FIFO) is written into,
+  never replaced; `/dev/stdout`, `/dev/fd/N` and the like are the process's own open files and
+  are written through them; no link another user planted in a shared folder is followed.
 """
 
 from __future__ import annotations
@@ -177,6 +181,110 @@ def read_text(path: str | Path, what: str = "") -> str:
         raise DynixError(
             f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from exc
+
+
+_OWN_FD = re.compile(r"^/proc/(?:self|thread-self|\d+(?:/task/\d+)?)/fd/(?P<fd>\d+)$")
+
+
+def _may_follow(link: str, st: os.stat_result, folder: str) -> None:
+    """Linux's fs.protected_symlinks rule, applied whatever that is set to: a link in a sticky,
+    world-writable folder (/tmp) is followed only if this user or the folder's owner owns it."""
+    try:
+        where = os.stat(folder)
+    except OSError:
+        return
+    shared = where.st_mode & stat.S_ISVTX and where.st_mode & stat.S_IWOTH
+    if shared and st.st_uid not in (os.geteuid(), where.st_uid):
+        raise DynixError(
+            f"{link} is a link another user (uid {st.st_uid}) made in the shared folder {folder}:"
+            " not followed"
+        )
+
+
+def _walk(target: str | Path) -> tuple[str, int | None]:
+    """`target` with its links followed, as far as it exists, each link checked by
+    `_may_follow`; and the file descriptor of this process it names, if it names one through
+    /proc (`/dev/stdout` is `/proc/self/fd/1`)."""
+    parts = [p for p in Path(os.path.abspath(target)).parts if p != "/"]
+    current, hops = "/", 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        path = os.path.join(current, part)
+        if not parts and (own := _OWN_FD.match(path)) and _is_this_process(path):
+            return path, int(own["fd"])
+        try:
+            st = os.lstat(path)
+        except OSError:  # the rest does not exist yet: the write says what is wrong
+            return os.path.join(path, *parts), None
+        if not stat.S_ISLNK(st.st_mode):
+            current = path
+            continue
+        _may_follow(path, st, current)
+        hops += 1
+        if hops > 40:
+            raise DynixError(f"cannot write {target}: too many levels of links")
+        link = os.readlink(path)
+        if link.startswith("/"):
+            current = "/"
+        parts = [p for p in Path(link).parts if p != "/"] + parts
+    return current, None
+
+
+def check_links(target: str | Path) -> None:
+    """Refuse a path that goes through a link another user planted in a shared folder."""
+    _walk(target)
+
+
+def _is_this_process(path: str) -> bool:
+    pid = path.split("/")[2]
+    return pid in ("self", "thread-self") or int(pid) == os.getpid()
+
+
+def check_output(target: str | Path) -> None:
+    """Refuse, before any work is done, an output file that could not be written: a folder, a
+    file in a folder that does not exist or cannot be written, a planted link."""
+    path, fd = _walk(target)
+    if fd is not None:
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise DynixError(f"cannot write {target}: {exc.strerror}") from exc
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise DynixError(f"cannot write {target}: it is a folder")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return  # a device, a pipe: written into
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise DynixError(f"cannot write {target}: there is no folder {folder}")
+    if not os.access(folder, os.W_OK):
+        raise DynixError(f"cannot write {target}: the folder {folder} is not writable")
+
+
+def write_output(target: str | Path, data: bytes) -> None:
+    """Write `data` where the user asked for it (see the module's summary)."""
+    check_output(target)
+    path, fd = _walk(target)
+    try:
+        if fd is not None:
+            with os.fdopen(os.dup(fd), "wb") as handle:  # at the offset the caller left it
+                handle.write(data)
+            return
+        st = None
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(path)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            with open(path, "wb") as handle:  # a device or a pipe: never replaced
+                handle.write(data)
+            return
+    except OSError as exc:
+        raise DynixError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    write_text_atomic(path, data, follow=False)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,9 @@ import base64
 import hashlib
 import json
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from conftest import nix, one_line_error
+from conftest import test_env as dynix_env
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +192,115 @@ def test_bad_input_says_one_line_and_leaves_nothing(dynix, checkout, tmp_path):
     assert "cannot write" in one_line_error(proc)
     assert [p.name for p in tmp_path.iterdir()] == ["a-folder"]
     assert list(folder.iterdir()) == []
+
+
+def test_an_unwritable_output_is_refused_before_the_build(dynix, checkout, tmp_path):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    # the installable does not build: the output's error comes first, so nothing was built
+    for out, said in (
+        (folder, "it is a folder"),
+        (tmp_path / "no" / "such.json", f"there is no folder {tmp_path / 'no'}"),
+    ):
+        proc = dynix("sbom", checkout.ref("broken"), "-o", out, cwd=checkout.path)
+        assert said in one_line_error(proc)
+        assert "nix build" not in proc.stderr
+
+
+def test_devices_pipes_and_open_files_are_written_into_never_replaced(dynix, checkout, tmp_path):
+    whole = sbom(dynix, checkout, checkout.ref())
+    # a FIFO: its reader gets the document, and it stays a FIFO
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    try:
+        proc = dynix("sbom", checkout.ref(), "-o", fifo, cwd=checkout.path, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        assert reader.communicate(timeout=30)[0] == whole
+    finally:
+        reader.kill()  # a FIFO replaced by a file would leave it waiting
+        reader.wait()
+    # /dev/stdout is the file the caller opened, written at its offset: appended here
+    log = tmp_path / "log"
+    log.write_bytes(b"before\n")
+    with open(log, "ab") as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "dynix", "sbom", checkout.ref(), "-o", "/dev/stdout"],
+            cwd=checkout.path,
+            env=dynix_env(),
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert log.read_bytes() == b"before\n" + whole
+    # /dev/fd/N, as a shell's `-o >(command)` passes it: a pipe the caller holds
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as pipe:
+        done = subprocess.run(
+            [sys.executable, "-m", "dynix", "sbom", checkout.ref(), "-o", f"/dev/fd/{write_end}"],
+            cwd=checkout.path,
+            env=dynix_env(),
+            pass_fds=[write_end],
+            capture_output=True,
+            check=False,
+        )
+        os.close(write_end)
+        assert done.returncode == 0, done.stderr
+        assert pipe.read() == whole
+    # a device (a node of /dev/full's, made here so that a bug cannot replace the real one):
+    # full, it is one line; it stays the device
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, stat.S_IFCHR | 0o600, os.makedev(1, 7))
+        os.close(os.open(full, os.O_WRONLY))
+    except OSError as exc:
+        pytest.skip(f"cannot make and open a device node here: {exc.strerror}")
+    proc = dynix("sbom", checkout.ref(), "-o", full, cwd=checkout.path)
+    assert "No space left on device" in one_line_error(proc)
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+
+
+def test_links_are_followed_unless_another_user_planted_them(dynix, checkout, tmp_path):
+    mine = tmp_path / "mine.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(mine)
+    proc = dynix("sbom", checkout.ref(), "-o", link, cwd=checkout.path)
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and mine.read_bytes() == sbom(dynix, checkout, checkout.ref())
+    if os.geteuid() != 0:
+        pytest.skip("planting another user's link needs root (to chown it)")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    precious = tmp_path / "precious"
+    precious.write_text("keep\n")
+    planted = shared / "out.json"
+    planted.symlink_to(precious)
+    os.lchown(planted, 54321, 54321)
+    (shared / "dir").symlink_to(tmp_path)
+    os.lchown(shared / "dir", 54321, 54321)
+    for out in (planted, shared / "dir" / "new.json"):
+        proc = dynix("sbom", checkout.ref(), "-o", out, cwd=checkout.path)
+        assert "another user (uid 54321)" in one_line_error(proc)
+    proc = dynix(
+        "image",
+        "build",
+        checkout.ref(),
+        "-o",
+        f"oci:{shared / 'dir' / 'layout'}",
+        cwd=checkout.path,
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    assert "another user (uid 54321)" in one_line_error(proc)
+    assert precious.read_text() == "keep\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "link.json",
+        "mine.json",
+        "precious",
+        "shared",
+    ]
 
 
 def test_provenance_is_an_slsa_statement_of_the_flake_pins_and_patches(dynix, checkout):

@@ -9,7 +9,7 @@ import click
 
 from .. import log
 from ..errors import DynixError
-from ..files import write_text_atomic
+from ..files import check_output, write_output
 from .options import store_dir
 
 
@@ -79,6 +79,9 @@ def sbom(
     documents.check_format(fmt)
     if signing_key and not as_provenance:
         raise DynixError("--signing-key signs provenance: give --provenance too")
+    to_file = output if output != "-" else None
+    if to_file:
+        check_output(to_file)  # before the build, not after it
     if installables[0].startswith(("oci:", "docker://")):
         from ..sbom import artifacts
 
@@ -105,8 +108,8 @@ def sbom(
             f"{len(found.paths)} store paths, {len(found.sources)} pinned sources, "
             f"{sum(len(p.patches) for p in found.pedigree.values())} patches"
         )
-    if output and output != "-":
-        write_text_atomic(output, data)
+    if to_file:
+        write_output(to_file, data)
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DynixError
+from ..files import check_links
 from . import spec
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -72,6 +73,7 @@ def check_target(target: Path, transport: str) -> None:
     an empty file) for `docker-archive:`."""
     if not target.name or target == Path(target.anchor):
         raise DynixError(f"cannot write an image to {target}: name a file or folder")
+    check_links(target)
     if not os.path.lexists(target):
         return
     if target.is_symlink():
