@@ -143,6 +143,7 @@ def write_text_atomic(
 def create_new(target: str | Path, text: str, *, mode: int = 0o600) -> None:
     """Create `target` holding `text`; fails if it exists. Written to a temporary file first and
     linked into place, so a full disk or an interruption leaves no empty or partial file."""
+    check_links(target)
     target = _resolved(target)
     remove_dead_temps(target.parent, target.name)
     tmp: str | None = None

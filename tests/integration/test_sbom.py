@@ -192,6 +192,16 @@ def test_bad_input_says_one_line_and_leaves_nothing(dynix, checkout, tmp_path):
     assert "cannot write" in one_line_error(proc)
     assert [p.name for p in tmp_path.iterdir()] == ["a-folder"]
     assert list(folder.iterdir()) == []
+    # a pins file that is named or found but cannot be read is an error, and is left as it is
+    bad = folder / "pkgs" / "pins.toml"
+    bad.parent.mkdir()
+    bad.write_text("[vllm\n")
+    for env, cwd in (({"DYNIX_PINS": str(bad)}, checkout.path), (None, folder)):
+        proc = dynix("sbom", checkout.ref(), "-o", out, cwd=cwd, env=env)
+        assert f"{bad}:1:" in one_line_error(proc)
+    proc = dynix("sbom", checkout.ref(), "-o", out, env={"DYNIX_PINS": str(tmp_path / "none")})
+    assert "cannot read pins file" in one_line_error(proc)
+    assert bad.read_text() == "[vllm\n" and not out.exists()
 
 
 def test_an_unwritable_output_is_refused_before_the_build(dynix, checkout, tmp_path):

@@ -133,16 +133,18 @@ def project_patches(root: Path | None) -> dict[str, str]:
 
 
 def load_project(pins_path: Path | None) -> tuple[PinsFile | None, Path | None]:
-    """The pins file and the patches folder of the checkout, where there is one."""
+    """The pins file and the patches folder of the checkout, where there is one. Only the
+    absence of any pins file is passed over: one that is named (`--pins`, `$DYNIX_PINS`) or
+    found but cannot be read is an error, not an SBOM without its sources."""
     from ..pins import default_path
 
+    pins: PinsFile | None = None
     try:
-        pins = PinsFile.read(pins_path or default_path())
-    except DynixError as exc:
-        if pins_path:
-            raise
-        log.info(f"no pins recorded: {exc}")
-        pins = None
+        path = pins_path or default_path()
+    except DynixError:  # no checkout here, and none named
+        log.info("no pins recorded: no pins file here (run in a checkout, or give --pins)")
+    else:
+        pins = PinsFile.read(path)
     try:
         patches_root: Path | None = default_dir()
     except DynixError:
