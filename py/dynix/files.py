@@ -24,8 +24,9 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import DynixError
 
@@ -113,10 +114,14 @@ def edited_path(target: str | Path) -> Path:
 
 
 def write_text_atomic(
-    target: str | Path, text: str | bytes, *, mode: int | None = None, follow: bool = True
+    target: str | Path,
+    text: str | bytes | Iterable[bytes],
+    *,
+    mode: int | None = None,
+    follow: bool = True,
 ) -> None:
-    """Replace `target` with `text` (UTF-8 if not bytes already) in one rename; keeps its
-    permissions unless `mode` is set.
+    """Replace `target` with `text` (UTF-8 if a string; bytes, or pieces of bytes as they are
+    made) in one rename; keeps its permissions unless `mode` is set.
 
     With `follow` (files users edit) a link is followed and the file it names is replaced;
     without (files in folders dynix owns) a link there is replaced, never written through.
@@ -132,7 +137,7 @@ def write_text_atomic(
         with atomic_path(target) as tmp:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(text if isinstance(text, bytes) else text.encode())
+                _write(handle, text.encode() if isinstance(text, str) else text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, mode)
@@ -267,21 +272,30 @@ def check_output(target: str | Path) -> None:
         raise DynixError(f"cannot write {target}: the folder {folder} is not writable")
 
 
-def write_output(target: str | Path, data: bytes) -> None:
-    """Write `data` where the user asked for it (see the module's summary)."""
+def _write(handle: BinaryIO, data: bytes | Iterable[bytes]) -> None:
+    if isinstance(data, bytes):
+        handle.write(data)
+    else:
+        for piece in data:
+            handle.write(piece)
+
+
+def write_output(target: str | Path, data: bytes | Iterable[bytes]) -> None:
+    """Write `data` (bytes, or pieces of bytes as they are made) where the user asked for it
+    (see the module's summary)."""
     check_output(target)
     path, fd = _walk(target)
     try:
         if fd is not None:
             with os.fdopen(os.dup(fd), "wb") as handle:  # at the offset the caller left it
-                handle.write(data)
+                _write(handle, data)
             return
         st = None
         with contextlib.suppress(FileNotFoundError):
             st = os.stat(path)
         if st is not None and not stat.S_ISREG(st.st_mode):
             with open(path, "wb") as handle:  # a device or a pipe: never replaced
-                handle.write(data)
+                _write(handle, data)
             return
     except OSError as exc:
         raise DynixError(f"cannot write {target}: {exc.strerror or exc}") from exc

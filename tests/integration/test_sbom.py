@@ -427,7 +427,7 @@ def render(checkout: Checkout, store: str | None = None) -> bytes:
 
     pins, patches_root = pedigree.load_project(None)  # the checkout's, as the CLI finds them
     found = closure.read([checkout.ref()], store=store, pins=pins, patches_root=patches_root)
-    return documents.render(found, "cyclonedx", created="1970-01-01T00:00:00Z")
+    return b"".join(documents.render(found, "cyclonedx", created="1970-01-01T00:00:00Z"))
 
 
 def test_evaluation_and_closure_run_beside_the_build_once_the_store_is_set_up(

@@ -7,7 +7,7 @@ import json
 
 from dynix.nix import PathInfo
 from dynix.sbom.closure import closes, set_up
-from dynix.sbom.documents import to_bytes
+from dynix.sbom.documents import CHUNK, to_bytes, to_chunks
 
 S = "/nix/store/"
 
@@ -77,3 +77,21 @@ def test_the_same_document_gives_the_same_bytes_whatever_its_dicts_were_built_fr
 def test_lists_given_as_iterators_are_written_as_the_lists_would_be():
     lazy = dict(DOC, components=iter(DOC["components"]), dependencies=iter([]))
     assert to_bytes(lazy) == to_bytes(DOC)
+
+
+def test_a_document_is_made_as_its_pieces_are_written():
+    made = 0
+
+    def components():
+        nonlocal made
+        for i in range(20_000):
+            made += 1
+            yield {"bom-ref": f"/nix/store/{i:032d}-p", "name": "p"}
+
+    pieces = to_chunks(dict(DOC, components=components()))
+    first = next(pieces)
+    assert 0 < made < 20_000  # the first piece is out before the last component is made
+    assert CHUNK <= len(first) < CHUNK + 200
+    rest = b"".join(pieces)
+    listed = [{"bom-ref": f"/nix/store/{i:032d}-p", "name": "p"} for i in range(20_000)]
+    assert first + rest == to_bytes(dict(DOC, components=listed))

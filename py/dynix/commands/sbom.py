@@ -111,5 +111,6 @@ def sbom(
     if to_file:
         write_output(to_file, data)
     else:
-        sys.stdout.buffer.write(data)
+        for piece in [data] if isinstance(data, bytes) else data:
+            sys.stdout.buffer.write(piece)
         sys.stdout.flush()

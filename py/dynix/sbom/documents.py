@@ -42,43 +42,60 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 EXPANDED_DEPTH = 2  # objects this deep are written a member a line; deeper ones on one line
 
 
-def _layout(value: Any, depth: int, out: list[bytes]) -> None:
+def _layout(value: Any, depth: int) -> Iterator[bytes]:
     pad = "  " * (depth + 1)
     if isinstance(value, dict) and value and depth < EXPANDED_DEPTH:
-        out.append(b"{")
+        yield b"{"
         for i, (key, item) in enumerate(value.items()):
-            out.append(f"{',' if i else ''}\n{pad}{_COMPACT.encode(key)}: ".encode())
-            _layout(item, depth + 1, out)
-        out.append(f"\n{pad[:-2]}}}".encode())
+            yield f"{',' if i else ''}\n{pad}{_COMPACT.encode(key)}: ".encode()
+            yield from _layout(item, depth + 1)
+        yield f"\n{pad[:-2]}}}".encode()
     elif isinstance(value, list | Iterator) and depth < EXPANDED_DEPTH:
         count = 0
         for item in value:  # a list, or the entries as they are made
-            out.append(f"{',' if count else '['}\n{pad}{_COMPACT.encode(item)}".encode())
+            yield f"{',' if count else '['}\n{pad}{_COMPACT.encode(item)}".encode()
             count += 1
-        out.append(f"\n{pad[:-2]}]".encode() if count else b"[]")
+        yield f"\n{pad[:-2]}]".encode() if count else b"[]"
     else:
-        out.append(_COMPACT.encode(value).encode())
+        yield _COMPACT.encode(value).encode()
 
 
-def to_bytes(doc: Any) -> bytes:
-    """The one byte form of a document: keys in the order written, UTF-8, one final newline;
-    the top two levels of objects a member a line and each entry of a list a line of its own
-    (a component, a dependency, a relationship), written compactly. Same document, same bytes.
+CHUNK = 1 << 16
+
+
+def to_chunks(doc: Any) -> Iterator[bytes]:
+    """The one byte form of a document, in pieces of about `CHUNK` bytes as it is made: keys
+    in the order written, UTF-8, one final newline; the top two levels of objects a member a
+    line and each entry of a list a line of its own (a component, a dependency, a
+    relationship), written compactly. Same document, same bytes.
 
     The standard library's C encoder writes every line (an indented dump is written by its
     pure-Python one, several times slower on a thousand components). A list may be given as an
-    iterator: its entries are then written as they are made, never all held as objects."""
-    out: list[bytes] = []
-    _layout(doc, 0, out)
-    out.append(b"\n")
-    return b"".join(out)
+    iterator: its entries are then written as they are made, and a document written from the
+    pieces is never held whole, as objects or as bytes."""
+    pending: list[bytes] = []
+    held = 0
+    for piece in _layout(doc, 0):
+        pending.append(piece)
+        held += len(piece)
+        if held >= CHUNK:
+            yield b"".join(pending)
+            pending, held = [], 0
+    pending.append(b"\n")
+    yield b"".join(pending)
 
 
-def render(closure: Closure, fmt: str, *, created: str) -> bytes:
+def to_bytes(doc: Any) -> bytes:
+    """The document's bytes (`to_chunks`), whole."""
+    return b"".join(to_chunks(doc))
+
+
+def render(closure: Closure, fmt: str, *, created: str) -> Iterator[bytes]:
+    """The SBOM of `closure` in format `fmt`, in pieces as it is made (`to_chunks`)."""
     from .. import __version__
 
     make = FORMATS[check_format(fmt)][0]
-    return to_bytes(make(closure, created=created, tool_version=__version__))
+    return to_chunks(make(closure, created=created, tool_version=__version__))
 
 
 def flake_of(closure: Closure, store: str | None) -> dict[str, Any] | None:

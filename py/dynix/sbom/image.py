@@ -36,7 +36,7 @@ def attach_documents(
             patches_root=patches_root,
         )
         if req.sbom:
-            data = documents.render(found, req.sbom, created=created)
+            data = b"".join(documents.render(found, req.sbom, created=created))
             attached.append(attach(blobs, manifest, documents.media_type(req.sbom), data, created))
         if req.provenance:
             subject = {"name": image_name, "digest": {"sha256": manifest["digest"][7:]}}
