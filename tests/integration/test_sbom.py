@@ -393,6 +393,19 @@ def test_signed_provenance_verifies_with_securesystemslib(dynix, checkout, tmp_p
     Envelope.from_dict(envelope).verify([nix_key], 1)
 
 
+def test_a_key_that_cannot_sign_is_refused_before_the_build(dynix, checkout, tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key\n")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    key = ["--provenance", "--signing-key", bad]
+    layout = ["-o", f"oci:{tmp_path / 'image'}", "--sbom"]
+    # the installable does not build: the key's error comes first, so nothing was built
+    for args in (["sbom", *key], ["image", "build", *layout, *key]):
+        proc = dynix(*args, checkout.ref("broken"), cwd=checkout.path, env=env)
+        assert "neither a PEM Ed25519 key nor a Nix secret key" in one_line_error(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.key"]
+
+
 @pytest.fixture
 def nix_calls(monkeypatch):
     """Run dynix's Nix calls in this process, with the tests' Nix configuration, recording

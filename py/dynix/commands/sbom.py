@@ -79,6 +79,10 @@ def sbom(
     documents.check_format(fmt)
     if signing_key and not as_provenance:
         raise DynixError("--signing-key signs provenance: give --provenance too")
+    if signing_key:
+        from ..sbom.provenance import load_key
+
+        load_key(signing_key)  # a key that cannot sign is found before the build
     to_file = output if output != "-" else None
     if to_file:
         check_output(to_file)  # before the build, not after it

@@ -226,6 +226,10 @@ def build(req: Request) -> dict[str, Any]:
         from ..sbom.documents import check_format
 
         check_format(req.sbom)
+    if req.signing_key:
+        from ..sbom.provenance import load_key
+
+        load_key(req.signing_key)  # a key that cannot sign is found before the build
     if out.transport == "docker-archive" and len(set(req.systems)) > 1:
         raise DynixError("a docker archive holds one platform: use -o oci:DIR for several --system")
     platforms = {s: spec.platform(s) for s in req.systems}
