@@ -155,6 +155,29 @@ def build(
     return [Built(item.get("drvPath", ""), dict(item.get("outputs", {}))) for item in data]
 
 
+def roots(
+    items: Sequence[str], *, system: str | None = None, store: str | None = None
+) -> list[str]:
+    """The store paths `items` name, in order, each once: a store path (or a link to one) as
+    it is, once it is checked to be in the store; anything else built (one `nix build`), its
+    outputs in the order of their names."""
+    root = os.path.abspath(store) if store else ""
+    direct = {i: store_path_of(i, store_root=root) for i in items}
+    for item, path in direct.items():
+        if path and not os.path.exists(root + path):
+            raise DynixError(f"{'' if item == path else f'{item}: '}{path} is not in the store")
+    to_build = [i for i in items if not direct[i]]
+    built = iter(build(to_build, store=store, system=system) if to_build else [])
+    found: list[str] = []
+    for item in items:
+        if path := direct[item]:
+            found.append(path)
+        else:
+            outputs = next(built).outputs
+            found += [outputs[k] for k in sorted(outputs)]
+    return list(dict.fromkeys(found))
+
+
 def path_info(
     paths: Sequence[str],
     *,

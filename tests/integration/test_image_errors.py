@@ -196,7 +196,8 @@ def test_bad_arguments(dynix, flake, cache_env, tmp_path):
         f"oci:{tmp_path}/x",
         env=cache_env,
     )
-    assert "is not valid" in one_line_error(proc)
+    error = one_line_error(proc)
+    assert error == "Error: /nix/store/00000000000000000000000000000000-gone is not in the store"
 
 
 @pytest.mark.slow

@@ -91,25 +91,13 @@ def parse_tag(tag: str | None, roots: Sequence[str]) -> tuple[str, str]:
 
 def _roots(req: Request, system: str, explicit: bool, root: str) -> list[str]:
     """Build what needs building for `system`; the store paths to put in the image, in order."""
-    direct = {i: nix.store_path_of(i, store_root=root) for i in req.installables}
-    if any(direct.values()) and len(req.systems) > 1:
+    if len(req.systems) > 1 and any(
+        nix.store_path_of(i, store_root=root) for i in req.installables
+    ):
         raise DynixError(
             "store paths belong to one system: with several --system, give flake installables"
         )
-    to_build = [i for i in req.installables if not direct[i]]
-    built = iter(
-        nix.build(to_build, store=req.store, system=system if explicit else None)
-        if to_build
-        else []
-    )
-    roots: list[str] = []
-    for item in req.installables:
-        if direct[item]:
-            roots.append(direct[item])  # type: ignore[arg-type]
-        else:
-            outputs = next(built).outputs
-            roots += [outputs[k] for k in sorted(outputs)]
-    return list(dict.fromkeys(roots))
+    return nix.roots(req.installables, system=system if explicit else None, store=req.store)
 
 
 def _flake_labels(req: Request) -> dict[str, str]:

@@ -126,27 +126,6 @@ class _Beside(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
-def resolve_roots(
-    installables: Sequence[str], *, system: str | None, store: str | None
-) -> list[str]:
-    """The store paths the installables name (building what needs it), in order."""
-    root = os.path.abspath(store) if store else ""
-    direct = {i: nix.store_path_of(i, store_root=root) for i in installables}
-    for item, path in direct.items():
-        if path and not os.path.exists(root + path):
-            raise DynixError(f"{item}: {path} is not in the store")
-    to_build = [i for i in installables if not direct[i]]
-    built = iter(nix.build(to_build, store=store, system=system) if to_build else [])
-    roots: list[str] = []
-    for item in installables:
-        if path := direct[item]:
-            roots.append(path)
-        else:
-            outputs = next(built).outputs
-            roots += [outputs[k] for k in sorted(outputs)]
-    return list(dict.fromkeys(roots))
-
-
 def _licence_walks(
     installables: Sequence[str], *, system: str | None, store: str | None
 ) -> dict[str, Any]:
@@ -212,7 +191,7 @@ def read(
         if evaluated and flakes == evaluated:
             early = _Beside(_closure_if_built, installables, system, store)
     try:
-        roots = resolve_roots(installables, system=system, store=store)
+        roots = nix.roots(installables, system=system, store=store)
         asked = asked or _Beside(_licence_walks, walked, system=system, store=store)
         infos = early.result() if early else None
         if infos is None or not closes(infos, roots):
