@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from . import log
 from .errors import CommandError, DynixError
@@ -119,6 +119,19 @@ def _log_command(argv: Sequence[str], cwd: str | Path | None) -> None:
     log.debug(f"$ {shlex.join(argv)}{where}")
 
 
+def _start(
+    argv: list[str], cwd: str | Path | None, env: Mapping[str, str] | None, **popen: Any
+) -> subprocess.Popen:
+    """`argv` started as text (its stdout captured unless `popen` says otherwise); a missing
+    program is one line."""
+    _log_command(argv, cwd)
+    popen.setdefault("stdout", subprocess.PIPE)
+    try:
+        return subprocess.Popen(argv, cwd=cwd, env=env, text=True, **popen)
+    except FileNotFoundError as exc:
+        raise DynixError(f"{argv[0]}: program not found on PATH") from exc
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -139,19 +152,13 @@ def run(
     of capturing it.
     """
     argv = [str(a) for a in argv]
-    _log_command(argv, cwd)
-    try:
-        child = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=_environ(env, extra_env),
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=None if stderr_to_terminal else subprocess.PIPE,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        )
-    except FileNotFoundError as exc:
-        raise DynixError(f"{argv[0]}: program not found on PATH") from exc
+    child = _start(
+        argv,
+        cwd,
+        _environ(env, extra_env),
+        stderr=None if stderr_to_terminal else subprocess.PIPE,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+    )
     with _tracked(child):
         try:
             stdout, stderr = child.communicate(input, timeout=timeout)
@@ -186,21 +193,15 @@ def stream(
     (the caller's plain-text reading of a structured log), else the kept lines.
     """
     argv = [str(a) for a in argv]
-    _log_command(argv, cwd)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=_environ(env, extra_env),
-            text=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            errors="replace",
-            bufsize=1,
-        )
-    except FileNotFoundError as exc:
-        raise DynixError(f"{argv[0]}: program not found on PATH") from exc
+    proc = _start(
+        argv,
+        cwd,
+        _environ(env, extra_env),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        errors="replace",
+        bufsize=1,
+    )
     chunks: list[str] = []
     assert proc.stdout is not None and proc.stderr is not None
     reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
@@ -234,21 +235,15 @@ def spawn(
     stderr: int | IO[str] | None = subprocess.STDOUT,
 ) -> subprocess.Popen[str]:
     """Start `argv` in a new session (its own process group) and return at once."""
-    argv = [str(a) for a in argv]
-    _log_command(argv, cwd)
-    try:
-        return subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=_environ(env, extra_env),
-            text=True,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        raise DynixError(f"{argv[0]}: program not found on PATH") from exc
+    return _start(
+        [str(a) for a in argv],
+        cwd,
+        _environ(env, extra_env),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
 
 
 def default_jobs() -> int:
