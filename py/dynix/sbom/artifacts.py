@@ -110,7 +110,8 @@ def push_from_layout(
         todo.append((desc, raw, blobs))
     if todo:
         host, repo, _ = split_reference(dest.removeprefix("docker://"))
-        push_artifacts(Client(host, repo, tls_verify=tls_verify, authfile=authfile), todo)
+        client = Client(host, repo, tls_verify=tls_verify, authfile=authfile, push=True)
+        push_artifacts(client, todo)
     return [d for d, _, _ in todo]
 
 

@@ -7,7 +7,10 @@ distribution-spec 1.1) and, for registries without it, keeps the referrers tag
 (`sha256-<hex>`: an index of the artifacts whose subject is that digest) up to date.
 
 Credentials come from an auth file (containers-auth.json, as skopeo reads it), never argv;
-Basic and Bearer (token) authentication are handled.
+Basic and Bearer (token) authentication are handled. They go to the registry's own host only:
+a blob read that the registry redirects to object storage (S3, a CDN: most hosted registries
+do) follows the redirect without them, as storage signs its own URLs and refuses a second
+credential.
 """
 
 from __future__ import annotations
@@ -46,19 +49,41 @@ def _credentials(host: str, authfile: str | None) -> str | None:
     return None
 
 
+class _OwnHostOnly(urllib.request.HTTPRedirectHandler):
+    """Redirects followed without the credentials when they lead to another host (urllib
+    would send them on)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != req.host:
+            new.remove_header("Authorization")
+        return new
+
+
 class Client:
     def __init__(
-        self, host: str, repo: str, *, tls_verify: bool | None, authfile: str | None
+        self,
+        host: str,
+        repo: str,
+        *,
+        tls_verify: bool | None,
+        authfile: str | None,
+        push: bool = False,
     ) -> None:
         self.host, self.repo = host, repo
         self.verify = tls_verify is not False
         self.basic = _credentials(host, authfile)
         self.auth: str | None = None
         self.scheme = "https"
+        # a token for what the client does: a reader with pull access only still reads
+        self.actions = "pull,push" if push else "pull"
+        context = None if self.verify else ssl._create_unverified_context()
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _OwnHostOnly
+        )
 
     def _open(self, req: urllib.request.Request) -> Any:
-        context = None if self.verify else ssl._create_unverified_context()
-        return urllib.request.urlopen(req, timeout=60, context=context)
+        return self._opener.open(req, timeout=60)
 
     def _token(self, challenge: str) -> str | None:
         kind, _, params = challenge.partition(" ")
@@ -68,7 +93,7 @@ class Client:
             part.split("=", 1) for part in params.replace('"', "").split(",") if "=" in part
         )
         query = {"service": fields.get("service", "")}
-        query["scope"] = f"repository:{self.repo}:pull,push"
+        query["scope"] = f"repository:{self.repo}:{self.actions}"
         url = f"{fields.get('realm', '')}?{urllib.parse.urlencode(query)}"
         req = urllib.request.Request(url)
         if self.basic:
@@ -78,7 +103,10 @@ class Client:
                 data = json.loads(resp.read())
         except (OSError, ValueError) as exc:
             raise DynixError(f"{self.host}: could not get a token: {exc}") from exc
-        return f"Bearer {data.get('token') or data.get('access_token')}"
+        token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise DynixError(f"{self.host}: the token service gave no token")
+        return f"Bearer {token}"
 
     def request(
         self,
@@ -89,23 +117,29 @@ class Client:
         headers: dict[str, str] | None = None,
         url: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request; answers 401 once with credentials. Returns status, headers, body
-        (a 404 is an answer, other errors raise)."""
-        for attempt in range(2):
+        """One request; tried again over http where TLS is off and fails, and once more with
+        credentials after a 401. Returns status, headers, body (a 404 is an answer, other
+        errors raise)."""
+        asked_auth = False
+        while True:  # at most three tries: once more over http, once more with credentials
             target = url or f"{self.scheme}://{self.host}{path}"
             req = urllib.request.Request(target, data=data, method=method)
             for key, value in (headers or {}).items():
                 req.add_header(key, value)
-            if self.auth:
+            if self.auth and urllib.parse.urlsplit(target).netloc == self.host:
                 req.add_header("Authorization", self.auth)
             try:
                 with self._open(req) as resp:
                     return resp.status, dict(resp.headers.items()), resp.read()
             except urllib.error.HTTPError as exc:
-                if exc.code == 401 and attempt == 0:
+                if exc.code == 401 and not asked_auth:
+                    asked_auth = True
                     self.auth = self._token(exc.headers.get("WWW-Authenticate", ""))
                     if self.auth:
                         continue
+                if exc.code == 401:
+                    said = "refused the credentials" if self.basic else "wants credentials"
+                    raise DynixError(f"{method} {path}: {self.host} {said} (--authfile)") from exc
                 if exc.code == 404:
                     return 404, dict(exc.headers.items()), b""
                 detail = exc.read()[:200].decode(errors="replace")
@@ -115,7 +149,6 @@ class Client:
                     self.scheme = "http"  # as skopeo does with --tls-verify=false
                     continue
                 raise DynixError(f"{self.host} unreachable: {exc}") from exc
-        raise DynixError(f"{method} {path}: {self.host} refused the credentials")
 
     # -- the API ----------------------------------------------------------------------------
     def _v2(self, kind: str, ref: str) -> str:
