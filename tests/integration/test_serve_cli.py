@@ -410,6 +410,26 @@ def test_a_link_planted_for_a_node_folder_is_refused_and_what_started_stops(
         assert json.loads((state / "state.json").read_text())["status"] == "failed"
 
 
+def test_a_state_folder_through_a_link_another_user_planted_is_refused(dynix, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("planting another user's link needs root (to chown it)")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (shared / "state").symlink_to(elsewhere)
+    os.lchown(shared / "state", 54321, 54321)
+    ports = stack_ports()
+    config = write_config(tmp_path / "dynix.toml", shared / "state", ports, graph="echo")
+    # refused where the plan is made, before anything starts; --dry-run first, so that a
+    # regression fails there and leaves no stack running
+    for dry in (["--dry-run"], []):
+        proc = dynix("serve", "--config", config, *dry, timeout=30)
+        assert "another user (uid 54321)" in one_line_error(proc)
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_graph_node_advertise_checks(dynix, tmp_path):
     """An --advertise that is no address here is named as such; one that is, but not where
     Dynamo's processes would take response streams, is refused naming both."""

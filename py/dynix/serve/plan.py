@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import log
 from ..errors import DynixError
+from ..files import check_links
 from ..gpu import workerenv
 from . import host, jetstream, node, placement, render
 from .config import ControlPlane, StackConfig
@@ -117,6 +118,7 @@ def fits_here(config: StackConfig, gpus: int) -> str:
 def build(config: StackConfig, role: str, *, gpus: int = 0, dry_run: bool = False) -> Plan:
     """The components to run for `role`; `dry_run` tolerates missing programs and folders and
     does not compare the GPUs the graph needs with the `gpus` present."""
+    check_links(config.state_path)  # before its links are resolved away
     state = config.state_path.resolve()
     cp = config.control_plane
     if cp.members and cp.mode == "local" and role != "control-plane":
