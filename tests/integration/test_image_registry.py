@@ -12,7 +12,7 @@ import pytest
 from image_fixtures import *  # noqa: F403  (fixtures: flake, flake_v2, cache_env)
 from image_fixtures import Registry, free_port, skopeo_json, start_registry, stop_registry
 
-from conftest import one_line_error
+from conftest import one_line_error, tree_digest
 
 
 def build(dynix, *args, env):
@@ -111,6 +111,17 @@ def test_docker_archive_pushes_too(dynix, flake, registry: Registry, cache_env, 
     push(dynix, f"docker-archive:{archive}", registry.url("archive:1"))
     info = skopeo_json("inspect", "--tls-verify=false", registry.url("archive:1"))
     assert len(info["Layers"]) == 3
+
+
+def test_push_goes_to_a_registry_only(dynix, flake, cache_env, tmp_path):
+    layout = tmp_path / "img"
+    build(dynix, flake.ref(), "-o", f"oci:{layout}", env=cache_env)
+    before = tree_digest(layout)
+    for dest in (f"oci:{layout}", f"oci:{tmp_path / 'other'}", f"docker-archive:{tmp_path / 'a'}"):
+        proc = dynix("image", "push", f"oci:{layout}", dest)
+        assert "push to a registry, docker://HOST/REPO:TAG" in one_line_error(proc)
+    assert tree_digest(layout) == before  # not even its own index.json is touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "xdg-cache"]
 
 
 def test_push_to_a_registry_that_is_not_there_is_one_line(dynix, flake, cache_env, tmp_path):

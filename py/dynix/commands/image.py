@@ -218,6 +218,10 @@ def push(src: str, dest: str, tls_verify: bool | None, authfile: str | None) -> 
     with the digest it was pushed as.
     """
     src_ref, dest_ref = source.parse_ref(src), source.parse_ref(dest)
+    if dest_ref.transport != "docker":
+        # skopeo would add the image to a layout again (to its own source, even) and drop
+        # what is attached to it: layouts and archives are written by `image build -o`
+        raise DynixError(f"{dest}: push to a registry, docker://HOST/REPO:TAG")
     if src_ref.transport == "oci" and not src_ref.ref:
         src_ref = _only_name(src_ref)
     if authfile and not os.path.isfile(authfile):

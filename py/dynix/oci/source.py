@@ -209,12 +209,12 @@ class OciDir(Source):
         if ref.ref:
             chosen = [e for e in entries if e.get("annotations", {}).get(spec.REF_NAME) == ref.ref]
             if not chosen:
-                names = [e.get("annotations", {}).get(spec.REF_NAME, "?") for e in entries]
+                names = [e.get("annotations", {}).get(spec.REF_NAME, "(unnamed)") for e in entries]
                 raise DynixError(f"{ref}: no image named {ref.ref} (names: {', '.join(names)})")
         elif len(entries) == 1:
             chosen = entries
         else:
-            names = [e.get("annotations", {}).get(spec.REF_NAME, "?") for e in entries]
+            names = [e.get("annotations", {}).get(spec.REF_NAME, "(unnamed)") for e in entries]
             raise DynixError(
                 f"{ref} holds several images; name one as oci:DIR:NAME ({', '.join(names)})"
             )
