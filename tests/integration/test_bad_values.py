@@ -49,3 +49,10 @@ def test_options_are_not_passed_to_nix_as_installables(dynix, tmp_path):
         assert "is not an installable: it would reach Nix as an option" in one_line_error(proc)
         assert proc.stdout == ""
     assert not (tmp_path / "img").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "soon"])
+def test_a_doctor_timeout_is_a_number_of_seconds_above_0(dynix, value):
+    proc = dynix("doctor", "--timeout", value)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Invalid value for '--timeout'" in proc.stderr

@@ -9,12 +9,17 @@ import click
 from .. import doctor as checks
 from ..output import emit_json, table
 from .cache import config_option, load_config
+from .options import Seconds
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.option(
-    "--timeout", default=15.0, show_default=True, help="Seconds to wait for each builder or cache."
+    "--timeout",
+    type=Seconds(),
+    default=15.0,
+    show_default=True,
+    help="Seconds to wait for each builder or cache.",
 )
 @config_option
 @click.pass_context
