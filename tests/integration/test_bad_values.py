@@ -56,3 +56,14 @@ def test_a_doctor_timeout_is_a_number_of_seconds_above_0(dynix, value):
     proc = dynix("doctor", "--timeout", value)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "Invalid value for '--timeout'" in proc.stderr
+
+
+def test_a_model_name_is_one_line(dynix, tmp_path):
+    state = tmp_path / "s"
+    proc = dynix("serve", "--dry-run", "--state-dir", state, "--model", "m\nFrontend: {}")
+    assert "serve.model must be one line, without control characters" in one_line_error(proc)
+    config = tmp_path / "dynix.toml"
+    config.write_text('[serve]\nserved-model-name = "m\\tx"\n')
+    proc = dynix("serve", "--dry-run", "--state-dir", state, "--config", config)
+    assert "serve.served-model-name must be one line" in one_line_error(proc)
+    assert not state.exists()

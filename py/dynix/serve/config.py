@@ -312,6 +312,16 @@ class StackConfig:
             ),
             (bool(self.control_plane.host.strip()), "control-plane host must not be empty"),
             (bool(self.host.strip()), "serve.host must not be empty (127.0.0.1, or 0.0.0.0)"),
+            *[
+                (
+                    not any(ord(c) < 32 or ord(c) == 127 for c in value),
+                    f"serve.{key} must be one line, without control characters: {value!r}",
+                )
+                for key, value in (
+                    ("model", self.model),
+                    ("served-model-name", self.served_model_name),
+                )
+            ],
         ]
         sv = self.supervise
         for name, value, least in [
