@@ -87,6 +87,22 @@ def busybox() -> Path:
     return Path(path)
 
 
+PLANTER = 54321  # the uid of the "other user" whose links tests plant
+
+
+def plant_link(shared: Path, name: str, target: Path) -> Path:
+    """A link `shared/name` -> `target` that another user (uid `PLANTER`) made in `shared`, a
+    sticky, world-writable folder like /tmp (made here). Skips where that cannot be made."""
+    if os.geteuid() != 0:
+        pytest.skip("planting another user's link needs root (to chown it)")
+    shared.mkdir(exist_ok=True)
+    shared.chmod(0o1777)
+    link = shared / name
+    link.symlink_to(target)
+    os.lchown(link, PLANTER, PLANTER)
+    return link
+
+
 def require_programs(*programs: str) -> None:
     """Fail (not skip) when a program the test set-up installs is not on PATH."""
     for program in programs:

@@ -20,7 +20,7 @@ import yaml
 from serve_stack import port_free, stack_ports, write_config
 
 import conftest
-from conftest import PATCHES, REPO, one_line_error
+from conftest import PATCHES, PLANTER, REPO, one_line_error, plant_link
 
 # Dynamo v0.2.0, examples/llm/configs/disagg.yaml (without its Planner section).
 UPSTREAM_DISAGG = {
@@ -411,22 +411,16 @@ def test_a_link_planted_for_a_node_folder_is_refused_and_what_started_stops(
 
 
 def test_a_state_folder_through_a_link_another_user_planted_is_refused(dynix, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("planting another user's link needs root (to chown it)")
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (shared / "state").symlink_to(elsewhere)
-    os.lchown(shared / "state", 54321, 54321)
+    state = plant_link(tmp_path / "shared", "state", elsewhere)
     ports = stack_ports()
-    config = write_config(tmp_path / "dynix.toml", shared / "state", ports, graph="echo")
+    config = write_config(tmp_path / "dynix.toml", state, ports, graph="echo")
     # refused where the plan is made, before anything starts; --dry-run first, so that a
     # regression fails there and leaves no stack running
     for dry in (["--dry-run"], []):
         proc = dynix("serve", "--config", config, *dry, timeout=30)
-        assert "another user (uid 54321)" in one_line_error(proc)
+        assert f"another user (uid {PLANTER})" in one_line_error(proc)
     assert list(elsewhere.iterdir()) == []
 
 
