@@ -40,11 +40,19 @@ let
 
   baseName = url: builtins.baseNameOf url;
 
+  # A user or password in a URL would be written into world-readable store derivations.
+  withoutCredentials =
+    name: url:
+    if builtins.match "[A-Za-z][A-Za-z0-9+.-]*://[^/]*@.*" url != null then
+      throw "pins.toml: pin '${name}': its URL carries credentials; give them to Nix in a netrc file (netrc-file) instead"
+    else
+      url;
+
   # Per-kind: what to fetch and which nixpkgs fetcher takes it.
   file =
     name: entry:
     let
-      url = required name entry "url";
+      url = withoutCredentials name (required name entry "url");
       hash = sourceHash name (required name entry "hash");
     in
     {

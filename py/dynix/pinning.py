@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from . import log, nix, skopeo
 from .errors import CommandError, DynixError
-from .pins import UNRESOLVED, PinsFile, Source, check_url, is_sri
+from .pins import UNRESOLVED, PinsFile, Source, check_url, check_word, is_sri
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 
@@ -159,6 +159,9 @@ def set_pin(
     pin = pins.select([name])[0]
     table = pins.table(name)
     moved: dict[str, str] = {}
+    for what, value in (("--version", version), ("--rev", rev), ("--tag", tag)):
+        if value is not None:
+            check_word(what, value)
     if version is not None:
         moved["version"] = version
         if pin.kind == "pypi" and url is None:

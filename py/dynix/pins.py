@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from .errors import DynixError
 from .files import read_text, write_text_atomic
+from .log import redact
 from .tomlfile import line_of, parse, read
 
 if TYPE_CHECKING:
@@ -47,6 +48,19 @@ def check_url(value: str) -> str:
     ok = ok or (parsed.scheme == "file" and parsed.path.startswith("/"))
     if not ok or any(c.isspace() for c in value):
         raise DynixError(f"not a URL Nix can fetch: {value!r} (expected https://HOST/PATH)")
+    if parsed.username is not None or parsed.password is not None:
+        raise DynixError(
+            f"not a URL to pin: {redact(value)} carries credentials, which would be committed "
+            "with the pins file and written into world-readable store derivations; give them "
+            "to Nix in a netrc file (netrc-file in nix.conf)"
+        )
+    return value
+
+
+def check_word(what: str, value: str) -> str:
+    """A version, revision or tag: one word, without spaces or control characters."""
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise DynixError(f"{what} must be one word, without spaces: {value!r}")
     return value
 
 

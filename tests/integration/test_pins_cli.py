@@ -223,6 +223,24 @@ def test_set_rejects_coordinates_of_another_kind(dynix, pins_copy):
     assert digest(pins_copy) == before
 
 
+def test_set_refuses_credentials_in_a_url_and_values_that_are_not_one_word(dynix, pins_copy):
+    before = digest(pins_copy)
+    url = "https://ci:hunter2@files.pythonhosted.org/packages/vllm-0.8.5.tar.gz"
+    proc = dynix("pins", "--file", pins_copy, "set", "vllm", "--url", url)
+    error = one_line_error(proc)
+    assert "carries credentials" in error and "netrc" in error
+    assert "hunter2" not in proc.stderr
+    for option, value in (("--version", "0.8.5\n[evil]"), ("--rev", "abc def")):
+        proc = dynix("pins", "--file", pins_copy, "set", "dynamo", "--tag", "v1", option, value)
+        assert f"{option} must be one word" in one_line_error(proc)
+    assert digest(pins_copy) == before
+    # a pins file that already holds such a URL is refused where it is read, naming its line
+    pins_copy.write_text(PINS.read_text().replace("https://files.", "https://ci:hunter2@files.", 1))
+    error = one_line_error(dynix("pins", "--file", pins_copy, "show"))
+    assert f"{pins_copy}:" in error and "carries credentials" in error
+    assert "hunter2" not in error
+
+
 def test_set_without_anything_to_set_is_a_usage_error(dynix, pins_copy):
     proc = dynix("pins", "--file", pins_copy, "set", "vllm")
     assert proc.returncode == 2

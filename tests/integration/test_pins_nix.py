@@ -128,6 +128,19 @@ def test_unknown_kind_is_reported(tmp_path):
     assert "pin 'x' has unknown kind 'svn'" in proc.stderr
 
 
+def test_a_url_with_credentials_is_refused(tmp_path):
+    pins = tmp_path / "pins.toml"
+    text = PINS.read_text().replace(
+        "https://files.pythonhosted.org", "https://me:tok@files.pythonhosted.org", 1
+    )
+    assert "me:tok@" in text
+    pins.write_text(text)
+    code = f'(import {REPO}/pkgs/pins.nix {{ pinsFile = {pins}; }}).forSystem "x86_64-linux"'
+    proc = nix("eval", "--impure", "--json", "--expr", f"({code}).vllm.args.url", check=False)
+    assert proc.returncode != 0
+    assert "pin 'vllm': its URL carries credentials" in proc.stderr
+
+
 def test_every_nix_file_parses():
     files = sorted(p for p in REPO.rglob("*.nix") if ".git" not in p.parts)
     assert REPO / "pkgs" / "pins.nix" in files
