@@ -1,4 +1,5 @@
-"""A small HTTP binary cache for tests and benchmarks: GET, HEAD and PUT on one folder.
+"""A small HTTP binary cache for tests and benchmarks: GET, HEAD and PUT on one folder,
+optionally behind a Basic login.
 
 Nix's `http://` binary cache store reads `nix-cache-info`, `*.narinfo` and `nar/*` with GET and
 uploads them with PUT; this serves exactly that on 127.0.0.1, on a free port.
@@ -6,6 +7,7 @@ uploads them with PUT; this serves exactly that on 127.0.0.1, on a free port.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import os
 import shutil
@@ -17,7 +19,20 @@ from pathlib import Path
 class _Handler(http.server.BaseHTTPRequestHandler):
     root: Path
     refused: set[str]  # file names whose upload is refused (403 Forbidden)
+    login: str | None  # "user:password" every request must carry (Basic), if set
     protocol_version = "HTTP/1.1"
+
+    def _allowed(self, head: bool = False) -> bool:
+        if self.login is None:
+            return True
+        expected = "Basic " + base64.b64encode(self.login.encode()).decode()
+        if self.headers.get("Authorization") == expected:
+            return True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="cache"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
 
     def _target(self) -> Path | None:
         rel = self.path.split("?", 1)[0].lstrip("/")
@@ -33,6 +48,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self, head: bool = False) -> None:  # noqa: N802
+        if not self._allowed():
+            return
         target = self._target()
         if target is None or not target.is_file():
             self._send(404, b"not found", head)
@@ -43,6 +60,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET(head=True)
 
     def do_PUT(self) -> None:  # noqa: N802
+        if not self._allowed():
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            return
         target = self._target()
         if target is None:
             self._send(403)
@@ -65,11 +85,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class HttpCache:
     """`with HttpCache(folder) as c: c.url` — a PUT-capable cache served from `folder`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, login: str | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.refused: set[str] = set()
-        handler = type("Handler", (_Handler,), {"root": self.root, "refused": self.refused})
+        handler = type(
+            "Handler", (_Handler,), {"root": self.root, "refused": self.refused, "login": login}
+        )
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

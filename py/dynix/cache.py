@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from . import log, nix, process, progress
-from .config import Cache, parse_key, public_from_secret
+from .config import Cache, login_host, parse_key, public_from_secret
 from .errors import CommandError, DynixError, NixError
 from .files import create_new, locked, read_text, write_text_atomic
 
@@ -467,10 +467,23 @@ def nix_conf_lines(caches: Sequence[Cache]) -> list[str]:
         name = missing[0]
         hint = f"dynix cache add {name} URL --public-key K"
         raise DynixError(f"cache {name!r} has no public-key ({hint})")
+    hosts = [h for h in dict.fromkeys(login_host(c.url) for c in caches) if h]
     return [
-        "extra-substituters = " + " ".join(c.url for c in caches),
+        "extra-substituters = " + " ".join(_without_credentials(c.url) for c in caches),
         "extra-trusted-public-keys = " + " ".join(str(c.public_key) for c in caches),
+        *[
+            f"# the login for {host} belongs in Nix's netrc file (netrc-file), not in nix.conf"
+            for host in hosts
+        ],
     ]
+
+
+def _without_credentials(url: str) -> str:
+    """`url` without its user and password: nix.conf is readable by every user."""
+    if not login_host(url):
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def substituter_options(caches: Sequence[Cache]) -> dict[str, str]:

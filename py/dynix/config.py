@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from .errors import DynixError
 from .files import read_text, write_text_atomic
@@ -247,12 +247,22 @@ class Config:
         """Check that the edited document reads back, then replace the file in one rename."""
         text = self.doc.as_string()
         data = read(text, str(self.path))
-        Config(self.path, text, data, True)  # never write what we cannot read
+        checked = Config(self.path, text, data, True)  # never write what we cannot read
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, text)
+        # a cache URL with a login makes the file a secret: readable by its owner only
+        secret = any(login_host(c.url) for c in checked.caches.values())
+        write_text_atomic(self.path, text, mode=0o600 if secret else None)
         self.text, self.data, self.exists = text, data, True
         self.caches = self._read_caches()
 
 
 def _str_or_none(value: object) -> str | None:
     return str(value) if value else None
+
+
+def login_host(url: str) -> str | None:
+    """The host of a URL that carries a user or password (`https://user:pw@host/…`), else None."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return None
+    return parts.hostname or parts.netloc.rpartition("@")[2]

@@ -3,18 +3,26 @@
 Results are parsed from Nix's `--json` output into small dataclasses. The calls work with
 Nix 2.8 and later: no `--print-out-paths`, flakes enabled per call rather than assumed in
 nix.conf.
+
+A store URL's user and password (`https://user:password@host/…`, a cache added that way) never
+reach Nix's argv, which every user of the machine can read (/proc/PID/cmdline): they are given
+to Nix in a netrc file of that call's own (`netrc-file`, mode 0600, removed after the call),
+beside what Nix's configured netrc file holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import process
+from . import log, process
 from .errors import DynixError, NixError
 
 EXPERIMENTAL = ("--extra-experimental-features", "nix-command flakes")
@@ -69,6 +77,62 @@ class Prefetched:
     store_path: str
 
 
+# the userinfo of an http(s) URL that starts an argument or a word of one (a list of
+# substituters); not `git+https://…`, whose user is git's business
+_USERINFO = re.compile(
+    r"(?:^|(?<=\s))(?P<scheme>https?://)(?P<user>[^/@\s:]*)(?::(?P<password>[^/@\s]*))?@"
+)
+
+
+@contextlib.contextmanager
+def _credentials_apart(argv: Sequence[str]) -> Iterator[list[str]]:
+    """`argv` with the user and password of its http(s) URLs taken out, and, if there were
+    any, `--option netrc-file F`: F holds them and the lines of Nix's own netrc file."""
+    found: dict[str, tuple[str, str]] = {}
+
+    def take(match: re.Match[str]) -> str:
+        rest = (match.string[match.end() :].split(None, 1) or [""])[0]  # up to the next word
+        host = urllib.parse.urlsplit(match["scheme"] + rest).hostname or ""
+        user, password = (urllib.parse.unquote(match[k] or "") for k in ("user", "password"))
+        if not host or any(c.isspace() or c == '"' for c in user + password):
+            raise DynixError(
+                f"{log.redact(match.string)}: a user or password with spaces or quotes cannot "
+                "be handed to Nix: give it in Nix's netrc file instead"
+            )
+        found[host] = (user, password)
+        return match["scheme"]
+
+    cleaned = [_USERINFO.sub(take, arg) if "@" in arg else arg for arg in argv]
+    if not found:
+        yield cleaned
+        return
+    lines = [
+        f"machine {host} login {user} password {password}"
+        for host, (user, password) in found.items()
+    ]
+    with tempfile.TemporaryDirectory(prefix="dynix-netrc.") as folder:
+        netrc = os.path.join(folder, "netrc")
+        fd = os.open(netrc, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join([*lines, _configured_netrc()]) + "\n")
+        yield [cleaned[0], "--option", "netrc-file", netrc, *cleaned[1:]]
+
+
+def _configured_netrc() -> str:
+    """What the netrc file Nix is configured with holds, if dynix can read it."""
+    path = show_config().get("netrc-file") or ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _run(argv: Sequence[str], **kwargs: Any) -> process.Result:
+    with _credentials_apart(argv) as safe:
+        return process.run(safe, **kwargs)
+
+
 def _nix(
     args: Sequence[str],
     *,
@@ -83,7 +147,7 @@ def _nix(
         argv += ["--store", store]
     for key, value in (options or {}).items():
         argv += ["--option", key, value]
-    return process.run([*argv, *args], error=error, what=what or f"nix {args[0]}", **kwargs)
+    return _run([*argv, *args], error=error, what=what or f"nix {args[0]}", **kwargs)
 
 
 def _in_store(installable: str, store_root: str) -> str | None:
@@ -407,7 +471,10 @@ def build_with_progress(
     for key, value in (options or {}).items():
         argv += ["--option", key, value]
     argv += [*extra_args, *installables(items)]
-    result = process.stream(argv, on_line, error=NixError, what="nix build", error_text=error_text)
+    with _credentials_apart(argv) as safe:
+        result = process.stream(
+            safe, on_line, error=NixError, what="nix build", error_text=error_text
+        )
     # an installable that is a plain store path comes back as {"path": …}
     return [
         Built(item.get("drvPath", ""), dict(item.get("outputs") or {"out": item["path"]}))
@@ -506,7 +573,7 @@ def missing_paths(
         for key, value in {**FRESH, **(options or {})}.items():
             argv += ["--option", key, value]
         argv += ["--check-validity", "--print-invalid", *unique[start : start + 10_000]]
-        result = process.run(argv, error=NixError, what=f"asking {store}")
+        result = _run(argv, error=NixError, what=f"asking {store}")
         missing += result.stdout.split()
     return missing
 

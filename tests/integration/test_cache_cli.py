@@ -4,7 +4,10 @@ store that trust one key only, status before and after, and the config file it e
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -158,6 +161,42 @@ def test_push_signed_then_pull_into_a_separate_store(dx, flake, http_cache, kind
     assert out.splitlines() == [c]
     pulled = nix("path-info", "--store", str(store), "--recursive", c).stdout.split()
     assert sorted(p.rsplit("-", 1)[-1] for p in pulled) == ["a", "b", "c"]
+
+
+def test_a_cache_login_reaches_nix_in_a_netrc_file_never_in_its_argv(dx, flake, tmp_path):
+    """A cache behind a Basic login, added with `user:password@` in its URL: push, status,
+    pull and `dynix build --cache` work, and no Nix process is given the password in its argv
+    (which every user can read): a `nix` first on PATH records each argv."""
+    real = shutil.which("nix")
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    argvs = tmp_path / "argv.log"
+    (shims / "nix").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {argvs}\nexec {real} "$@"\n')
+    (shims / "nix").chmod(0o755)
+    dx.env = {**dx.env, "PATH": f"{shims}:{os.environ['PATH']}"}
+    password = "pw-in-no-argv-8812"
+    with HttpCache(tmp_path / "locked", login=f"ci:{password}") as locked:
+        url = locked.url.replace("http://", f"http://ci:{password}@")
+        key, _ = secret_key(dx.tmp, "team-1")
+        dx.ok("cache", "add", "team", url, "--secret-key-file", str(key))
+        assert stat.S_IMODE(dx.config.stat().st_mode) == 0o600  # it holds a password now
+        pushed = json.loads(dx.ok("cache", "push", f"{flake}#c", "--to", "team", "--json"))
+        assert pushed["uploaded"]["paths"] == 3
+        status = json.loads(dx.ok("cache", "status", f"{flake}#c", "--json"))
+        assert status["caches"]["team"]["missing"] == []
+        store = tmp_path / "other-store"
+        c = build(f"{flake}#c")
+        assert (
+            dx.ok("cache", "pull", f"{flake}#c", "--from", "team", "--store", str(store))
+            == c + "\n"
+        )
+        assert dx.ok("build", f"{flake}#c", "--cache", "team").strip() == c
+        lines = dx.ok("cache", "use", "team")
+        assert password not in lines and f"extra-substituters = {locked.url}" in lines
+    logged = argvs.read_text()
+    assert "copy" in logged and "netrc-file" in logged
+    assert password not in logged
+    assert not list(Path(tempfile.gettempdir()).glob("dynix-netrc.*"))  # removed after each call
 
 
 def test_pull_refuses_paths_signed_with_another_key(dx, flake):
