@@ -137,7 +137,7 @@ def write_text_atomic(
         with atomic_path(target) as tmp:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as handle:
-                _write(handle, text.encode() if isinstance(text, str) else text)
+                write_pieces(handle, text.encode() if isinstance(text, str) else text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, mode)
@@ -249,12 +249,12 @@ def _is_this_process(path: str) -> bool:
     return pid in ("self", "thread-self") or int(pid) == os.getpid()
 
 
-def check_output(target: str | Path) -> None:
-    """Refuse, before any work is done, an output file that could not be written: a folder, a
-    file in a folder that does not exist or cannot be written, a planted link."""
+def _output(target: str | Path) -> tuple[str, int | None, os.stat_result | None]:
+    """Where an output goes (links followed), the file descriptor of this process it names if
+    any, and what is there now; refuses what could not be written (see `check_output`)."""
     path, fd = _walk(target)
     if fd is not None:
-        return
+        return path, fd, None
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -264,15 +264,23 @@ def check_output(target: str | Path) -> None:
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise DynixError(f"cannot write {target}: it is a folder")
     if st is not None and not stat.S_ISREG(st.st_mode):
-        return  # a device, a pipe: written into
+        return path, None, st  # a device, a pipe: written into
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         raise DynixError(f"cannot write {target}: there is no folder {folder}")
     if not os.access(folder, os.W_OK):
         raise DynixError(f"cannot write {target}: the folder {folder} is not writable")
+    return path, None, st
 
 
-def _write(handle: BinaryIO, data: bytes | Iterable[bytes]) -> None:
+def check_output(target: str | Path) -> None:
+    """Refuse, before any work is done, an output file that could not be written: a folder, a
+    file in a folder that does not exist or cannot be written, a planted link."""
+    _output(target)
+
+
+def write_pieces(handle: BinaryIO, data: bytes | Iterable[bytes]) -> None:
+    """Write `data`, bytes or pieces of bytes as they are made, to `handle`."""
     if isinstance(data, bytes):
         handle.write(data)
     else:
@@ -283,19 +291,15 @@ def _write(handle: BinaryIO, data: bytes | Iterable[bytes]) -> None:
 def write_output(target: str | Path, data: bytes | Iterable[bytes]) -> None:
     """Write `data` (bytes, or pieces of bytes as they are made) where the user asked for it
     (see the module's summary)."""
-    check_output(target)
-    path, fd = _walk(target)
+    path, fd, st = _output(target)
     try:
         if fd is not None:
             with os.fdopen(os.dup(fd), "wb") as handle:  # at the offset the caller left it
-                _write(handle, data)
+                write_pieces(handle, data)
             return
-        st = None
-        with contextlib.suppress(FileNotFoundError):
-            st = os.stat(path)
         if st is not None and not stat.S_ISREG(st.st_mode):
             with open(path, "wb") as handle:  # a device or a pipe: never replaced
-                _write(handle, data)
+                write_pieces(handle, data)
             return
     except OSError as exc:
         raise DynixError(f"cannot write {target}: {exc.strerror or exc}") from exc

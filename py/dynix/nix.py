@@ -13,6 +13,7 @@ beside what Nix's configured netrc file holds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -118,8 +119,10 @@ def _credentials_apart(argv: Sequence[str]) -> Iterator[list[str]]:
         yield [cleaned[0], "--option", "netrc-file", netrc, *cleaned[1:]]
 
 
+@functools.cache
 def _configured_netrc() -> str:
-    """What the netrc file Nix is configured with holds, if dynix can read it."""
+    """What the netrc file Nix is configured with holds, if dynix can read it (asked once a
+    process: a push runs many Nix calls)."""
     path = show_config().get("netrc-file") or ""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:

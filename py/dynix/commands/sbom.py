@@ -9,7 +9,7 @@ import click
 
 from .. import log
 from ..errors import DynixError
-from ..files import check_output, write_output
+from ..files import check_output, write_output, write_pieces
 from .options import store_dir
 
 
@@ -115,6 +115,5 @@ def sbom(
     if to_file:
         write_output(to_file, data)
     else:
-        for piece in [data] if isinstance(data, bytes) else data:
-            sys.stdout.buffer.write(piece)
+        write_pieces(sys.stdout.buffer, data)
         sys.stdout.flush()

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from .. import log
 from ..errors import DynixError
-from ..files import check_links, read_text, try_lock, write_text_atomic
+from ..files import read_text, try_lock, write_text_atomic
 from . import procs
 
 STATE_FILE = "state.json"
@@ -31,7 +31,6 @@ def write(state_dir: Path, data: dict[str, Any]) -> None:
 def prepare(state_dir: Path) -> None:
     """Make the state folder and its `logs/`; a link planted there is refused, not followed."""
     logs = state_dir / LOGS
-    check_links(state_dir)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         if logs.is_symlink():
@@ -139,7 +138,6 @@ def claim(state_dir: Path) -> Iterator[bool]:
     """Hold the state folder for one stack: a lock on the folder, kept while the stack runs
     (the kernel drops it when dynix ends, even by SIGKILL). Yields whether the folder was made
     now. A second `dynix serve` on the same folder is refused at once."""
-    check_links(state_dir)
     fresh = not state_dir.exists()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
